@@ -1,0 +1,322 @@
+"""experiments.toml -> typed, validated :class:`~fer_func.config.VariantConfig` lists.
+
+An experiment is a table of settings plus an optional ``grid`` (setting -> list of values) whose
+cartesian product makes a study. Loading parses and expands every experiment once, so a typo
+anywhere stops the program before anything trains; ``--set key=value`` overrides are applied to
+the raw table and re-validated the same way. Every error is a one-line
+:class:`~fer_func.config.ConfigError` naming the file, the experiment, the key and the value.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import itertools
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from fer_func.config import (AugmentConfig, ConfigError, ModelConfig, OptimizerConfig,
+                             ScheduleConfig, VariantConfig)
+
+SECTIONS = {"model": ModelConfig, "optimizer": OptimizerConfig, "schedule": ScheduleConfig,
+            "augment": AugmentConfig}
+SCALARS = {"batch_size": int, "epochs": int, "seed": int, "class_weighted": bool}
+# Every experiment states these, so the file alone says what each experiment trains.
+REQUIRED = ("model", "optimizer", "schedule", "augment", "batch_size", "epochs", "seed")
+_META = ("id", "description", "grid")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str                 # the table name, e.g. "regularized_cnn"; also the --experiment/--study key
+    id: str                   # the experiment number, e.g. "04"
+    description: str
+    table: dict               # raw settings (no id/description/grid)
+    grid: dict = field(default_factory=dict)  # dotted setting -> list of values; empty = one variant
+    source: str = "experiments.toml"
+
+    @property
+    def is_study(self) -> bool:
+        return bool(self.grid)
+
+    @property
+    def size(self) -> int:
+        """Variants per seed: the product of the grid's list lengths."""
+        n = 1
+        for values in self.grid.values():
+            n *= len(values)
+        return n
+
+    def variants(self, overrides: tuple[str, ...] = (), seeds: int = 1) -> list[VariantConfig]:
+        """The experiment's grid expanded (after ``--set`` overrides), replicated over ``seeds`` seeds."""
+        return _expand(self, overrides, seeds)
+
+
+def load(path) -> dict[str, Experiment]:
+    """Parse, type-check and expand every experiment of ``path``; keyed by name in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiments file not found: {str(path)!r}; pass --experiments PATH")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path.name}: invalid TOML: {e}") from None
+    unknown = set(doc) - {"experiments"}
+    if unknown:
+        raise ConfigError(f"{path.name}: unknown top-level key(s) {sorted(unknown)}; only [experiments.NAME] tables are allowed")
+    catalog, ids = {}, {}
+    for name, table in doc.get("experiments", {}).items():
+        where = f"{path.name}: experiment {name!r}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: must be a table, got {table!r}")
+        exp_id = table.get("id", name)
+        if not isinstance(exp_id, str):
+            raise ConfigError(f"{where}: id = {exp_id!r}: must be a string, e.g. id = \"04\"")
+        if exp_id in ids:
+            raise ConfigError(f"{where}: id = {exp_id!r} is already used by experiment {ids[exp_id]!r}")
+        ids[exp_id] = name
+        exp = Experiment(name=name, id=exp_id, description=str(table.get("description", "")),
+                         table={k: v for k, v in table.items() if k not in _META},
+                         grid=_flatten_grid(where, table.get("grid", {})), source=path.name)
+        exp.variants()  # validate now: a typo in any experiment stops every command
+        catalog[name] = exp
+    if not catalog:
+        raise ConfigError(f"{path.name}: no [experiments.NAME] tables found")
+    return catalog
+
+
+def find(catalog: dict[str, Experiment], key: str, *, study: bool = False) -> Experiment:
+    """The experiment whose name or id is ``key`` (``"04"``, ``"4"`` or ``"regularized_cnn"``)."""
+    pool = {n: e for n, e in catalog.items() if e.is_study or not study}
+    for exp in pool.values():
+        if key in (exp.name, exp.id) or (key.isdigit() and exp.id.isdigit() and int(key) == int(exp.id)):
+            return exp
+    what = "study" if study else "experiment"
+    choices = ", ".join(n if study else f"{e.id}/{n}" for n, e in pool.items())
+    raise ConfigError(f"unknown {what} {key!r}; choose one of {choices}")
+
+
+def select(catalog: dict[str, Experiment], *, experiment: str | None = None, study: str | None = None,
+           all: bool = False, overrides: tuple[str, ...] = (), seeds: int = 1) -> list[VariantConfig]:
+    """The variants a command trains: one experiment, one study, or every experiment (``all``)."""
+    if sum([experiment is not None, study is not None, all]) != 1:
+        raise ConfigError("choose exactly one of --experiment, --study and --all")
+    if all:
+        chosen = list(catalog.values())
+    else:
+        chosen = [find(catalog, study if study is not None else experiment, study=study is not None)]
+    return [v for exp in chosen for v in exp.variants(tuple(overrides), seeds)]
+
+
+def plan(options) -> list[VariantConfig]:
+    """The variants a :class:`~fer_func.study.options.RunOptions` asks for: its selection from the
+    experiments file (with --set/--epochs/--seeds), or a resumed run's config.toml."""
+    if options.resume is not None:
+        from fer_func.study import resolved  # resolved imports this module
+        return resolved.load(options.resume)
+    return select(load(options.experiments), experiment=options.experiment, study=options.study, all=options.all,
+                  overrides=options.all_overrides, seeds=options.seeds)
+
+
+def check_dataset(variants: list[VariantConfig], n_train: int) -> None:
+    """Checks that need the training-set size (known once the data is loaded)."""
+    for v in variants:
+        if v.batch_size > n_train:
+            raise ConfigError(f"experiment {v.experiment!r} ({variant_id(v)}): batch_size = {v.batch_size}: larger than "
+                              f"the training set ({n_train} images); lower batch_size or raise --train-limit")
+
+
+def populations(variants: list[VariantConfig], key=None) -> list[list[VariantConfig]]:
+    """Group variants that share a ModelConfig (one compiled, vmapped population each), in first-seen order.
+
+    ``key`` maps a variant to a hashable group key; the default groups by model name and knobs.
+    """
+    key = key or (lambda v: model_key(v.model))
+    groups: dict = {}
+    for v in variants:
+        groups.setdefault(key(v), []).append(v)
+    return list(groups.values())
+
+
+def model_key(model: ModelConfig) -> tuple:
+    return (model.name, json.dumps(model.knobs, sort_keys=True))
+
+
+def variant_id(v: VariantConfig) -> str:
+    """A readable, unique id: ``lr[lr=0.01,schedule=cosine]-s0``; ``regularized_cnn-s0`` without a grid."""
+    parts = [f"{_short(k)}={_fmt(x)}" for k, x in v.hparams.items()]
+    return v.experiment + (f"[{','.join(parts)}]" if parts else "") + f"-s{v.seed}"
+
+
+def _short(key: str) -> str:
+    # "optimizer.lr" -> "lr", "schedule.name" -> "schedule": the last word that means something.
+    words = key.split(".")
+    return words[-2] if words[-1] == "name" and len(words) > 1 else words[-1]
+
+
+def _fmt(x) -> str:
+    if isinstance(x, float):
+        return f"{x:g}"
+    if isinstance(x, list):
+        return "x".join(_fmt(y) for y in x)
+    return str(x)
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+def parse_variant(where: str, table: dict, *, experiment: str, hparams: dict | None = None) -> VariantConfig:
+    """One raw settings table -> VariantConfig; every mistake becomes a ConfigError prefixed by ``where``."""
+    for key in REQUIRED:
+        if key not in table:
+            raise ConfigError(f"{where}: missing key {key!r}; every experiment states it explicitly")
+    kwargs = {}
+    try:
+        for key, value in table.items():
+            if key in SECTIONS:
+                kwargs[key] = _section(key, value, SECTIONS[key])
+            elif key in SCALARS:
+                kwargs[key] = _typed(key, value, SCALARS[key])
+            else:
+                raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join([*_META, *SECTIONS, *SCALARS])}")
+        return VariantConfig(experiment=experiment, hparams=dict(hparams or {}), **kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _section(name: str, value, cls):
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} = {value!r}: must be a table, e.g. {name} = {{ name = ... }}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, x in value.items():
+        if key not in valid:
+            raise ConfigError(f"{name}.{key}: unknown key; valid keys: {', '.join(valid)}")
+        kwargs[key] = _typed(f"{name}.{key}", x, hints[key])
+    if cls is ModelConfig:
+        _check_knobs(kwargs.get("knobs", {}))
+        model = cls(**kwargs)
+        if importlib.util.find_spec("fer_func.models") is not None:
+            from fer_func.models import build_from
+            build_from(model)  # the models package knows each family's knobs; fail now, not mid-run
+        return model
+    return cls(**kwargs)
+
+
+def _typed(key: str, x, typ):
+    ok = {bool: lambda: isinstance(x, bool),
+          int: lambda: isinstance(x, int) and not isinstance(x, bool),
+          float: lambda: isinstance(x, (int, float)) and not isinstance(x, bool),
+          str: lambda: isinstance(x, str),
+          dict: lambda: isinstance(x, dict)}[typ]()
+    if not ok:
+        raise ConfigError(f"{key} = {x!r}: expected {'a number' if typ is float else typ.__name__}, got {type(x).__name__}")
+    return float(x) if typ is float else x
+
+
+def _check_knobs(knobs: dict):
+    # The models package validates each model's knobs; dropout rates are checked here for every model.
+    for k, x in knobs.items():
+        if k.startswith("dropout") and not (isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1):
+            raise ConfigError(f"model.knobs.{k} = {x!r}: a dropout rate must be a number in [0, 1)")
+
+
+# --- grids and overrides ---------------------------------------------------------------------
+
+def _flatten_grid(where: str, grid, prefix: str = "") -> dict:
+    # TOML turns `optimizer.lr = [...]` into {"optimizer": {"lr": [...]}}; lists end a path.
+    if not isinstance(grid, dict):
+        raise ConfigError(f"{where}: grid{'.' + prefix if prefix else ''} = {grid!r}: must be a table of lists")
+    axes = {}
+    for k, v in grid.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            axes.update(_flatten_grid(where, v, key + "."))
+        elif isinstance(v, list) and v:
+            axes[key] = v
+        else:
+            raise ConfigError(f"{where}: grid.{key} = {v!r}: must be a non-empty list of values")
+    return axes
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``"optimizer.lr=0.01"`` -> ``("optimizer.lr", 0.01)``; the value is TOML, a bare word is a string."""
+    key, eq, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not eq or not key or not raw:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set optimizer.lr=0.01")
+    try:
+        return key, tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        if raw.replace("_", "").replace("-", "").isalnum():
+            return key, raw  # `--set optimizer.name=sgd` without shell-escaped quotes
+        raise ConfigError(f"--set {text!r}: {raw!r} is not a TOML value (numbers, true/false, \"strings\", [lists])") from None
+
+
+def _get(table: dict, path: str, default=None):
+    for word in path.split("."):
+        if not isinstance(table, dict) or word not in table:
+            return default
+        table = table[word]
+    return table
+
+
+def _put(where: str, table: dict, path: str, value, merge: bool = False):
+    *parents, last = path.split(".")
+    for word in parents:
+        table = table.setdefault(word, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: {path}: {word!r} is not a table")
+    if merge and isinstance(value, dict):
+        base = table.setdefault(last, {})
+        if not isinstance(base, dict):
+            raise ConfigError(f"{where}: {path}: cannot merge a table into {base!r}")
+        base.update({k: v for k, v in value.items() if k != "label"})
+    else:
+        table[last] = value
+
+
+def _label(where: str, key: str, value):
+    if isinstance(value, dict):
+        if "label" in value or "name" in value:
+            return value.get("label", value.get("name"))
+        raise ConfigError(f"{where}: grid.{key}: entry {value!r} needs a `name` or `label` to tell it apart")
+    return value
+
+
+def _expand(exp: Experiment, overrides: tuple[str, ...], seeds: int) -> list[VariantConfig]:
+    where = f"{exp.source}: experiment {exp.name!r} ({exp.id})"
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"--seeds = {seeds!r}: must be a positive integer")
+    table, grid, sets = copy.deepcopy(exp.table), dict(exp.grid), []
+    for text in overrides:
+        key, value = parse_override(text)
+        if key.startswith("grid."):
+            grid.update(_flatten_grid(where, {key[5:]: value}))
+        else:
+            _put(where, table, key, value)
+            sets.append((text, key, value))
+    for key, values in grid.items():
+        labels = [json.dumps(_label(where, key, v)) for v in values]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"{where}: grid.{key} = {values!r}: repeated values; give table entries distinct `label`s")
+    variants = []
+    for point in itertools.product(*grid.values()):
+        raw = copy.deepcopy(table)
+        for key, value in zip(grid, point):
+            _put(where, raw, key, copy.deepcopy(value), merge=True)
+        for text, key, value in sets:
+            if _get(raw, key) != value:
+                raise ConfigError(f"{where}: --set {text} is overwritten by the grid; change the grid instead, "
+                                  f"e.g. --set grid.{next((k for k in grid if key.startswith(k) or k.startswith(key)), key)}=[...]")
+        hparams = {k: _label(where, k, x) for k, x in zip(grid, point)}
+        label = ",".join(f"{k}={x}" for k, x in hparams.items())
+        v = parse_variant(f"{where}{', grid ' + label if label else ''}", raw, experiment=exp.name, hparams=hparams)
+        variants += [v.replace(seed=v.seed + i) for i in range(seeds)]
+    ids = [variant_id(v) for v in variants]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{where}: two variants share an id ({sorted(i for i in ids if ids.count(i) > 1)[0]}); "
+                          f"a seed grid cannot be combined with --seeds")
+    return variants

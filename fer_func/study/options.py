@@ -1,0 +1,84 @@
+"""RunOptions: what one ``runner.py`` command asks for, parsed and checked, before anything is loaded.
+
+The CLI fills it; ``fer_func.study.run.run(options)`` consumes it. Checks that need no data or
+experiments file (device availability, paths that must exist) happen in :func:`check`, so a user's
+mistake is reported before any import of the engine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fer_func.config import ConfigError
+
+DEFAULT_EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments.toml"
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    models: tuple[str, ...] = ()       # model names to benchmark; empty = the bench's default set
+    k: tuple[int, ...] = ()            # population sizes to time; empty = the bench's default
+    batch: int | None = None           # per-variant batch size; None = the bench's default
+    steps: int | None = None           # timed steps per measurement; None = the bench's default
+    json: Path | None = None           # also write the results here
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    # what to run: exactly one of these (list/bench are handled by the CLI and fer_func.bench)
+    study: str | None = None           # "lr", "optimizer" or "batch_size"
+    experiment: str | None = None      # id or name, e.g. "04" or "regularized_cnn"
+    all: bool = False                  # every experiment of the file, grouped into populations
+    resume: Path | None = None         # continue the run in this directory from its config.toml + checkpoints
+    # how to run it
+    experiments: Path = DEFAULT_EXPERIMENTS
+    data: str = "synthetic"            # "synthetic" or a path to fer2013.csv / an image folder
+    epochs: int | None = None          # overrides every variant's epochs
+    train_limit: int | None = None     # use only the first N training images (quick runs)
+    seeds: int = 1                     # replicate every configuration with seeds seed, seed+1, ...
+    device: str = "auto"               # "auto" (cuda if available), "cpu" or "cuda"
+    compile: bool = True               # torch.compile the population step
+    wandb: str = "offline"             # "offline" (sync later), "online" or "disabled"
+    out: Path = Path("runs")           # each run gets a fresh directory under here
+    overrides: tuple[str, ...] = ()    # --set KEY=VALUE, applied in order (epochs comes last)
+    bench: BenchOptions | None = None  # set by --bench
+
+    @property
+    def all_overrides(self) -> tuple[str, ...]:
+        """--set values plus the --epochs shorthand."""
+        return self.overrides + ((f"epochs={self.epochs}",) if self.epochs is not None else ())
+
+
+def check(options: RunOptions) -> RunOptions:
+    """Reject impossible combinations with a ConfigError naming the option and the fix."""
+    picked = [n for n, on in [("--study", options.study is not None), ("--experiment", options.experiment is not None),
+                              ("--all", options.all), ("--resume", options.resume is not None),
+                              ("--bench", options.bench is not None)] if on]
+    if len(picked) != 1:
+        raise ConfigError(f"choose exactly one of --study, --experiment, --all, --resume, --bench or --list"
+                          f"{' (got ' + ', '.join(picked) + ')' if picked else ''}")
+    if options.resume is not None:
+        if not (Path(options.resume) / "config.toml").is_file():
+            raise ConfigError(f"--resume {str(options.resume)!r}: no config.toml there; pass a run directory written by runner.py")
+        if options.overrides or options.seeds != 1 or options.epochs is not None:
+            raise ConfigError("--resume continues a run as configured; --set, --seeds and --epochs cannot change it")
+    for name, value in [("--epochs", options.epochs), ("--train-limit", options.train_limit), ("--seeds", options.seeds)]:
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} = {value}: must be a positive integer")
+    if options.data != "synthetic" and not Path(options.data).exists():
+        raise ConfigError(f"--data {options.data!r}: no such file or directory; pass a path to fer2013.csv or --data synthetic")
+    resolve_device(options.device)
+    return options
+
+
+def resolve_device(name: str):
+    """"auto" -> cuda when available, else cpu; "cuda" without a GPU is a user error."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available here; use --device cpu (or auto)")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r}: choose auto, cpu or cuda")
+    return torch.device(name)
