@@ -289,3 +289,11 @@ def test_impossible_values_fail_at_build_time(build, message):
 def test_integer_params_are_rejected_by_name():
     with pytest.raises(ValueError, match="floating-point params only"):
         sgd(lr=0.1).init({"w": torch.zeros(2), "n": torch.zeros((), dtype=torch.int64)})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_select_population_on_cuda_matches_cpu_torch_runs():
+    opt, params, state, grads, lrs, refs = mixed_population()
+    cuda = lambda t: tree.to(t, "cuda")  # noqa: E731
+    refs = [[cuda(r) for r in ref] for ref in refs]
+    run_population(vmap(opt.update), cuda(params), cuda(state), [cuda(g) for g in grads], lrs.cuda(), refs, "cuda")

@@ -156,3 +156,15 @@ def test_impossible_values_fail_at_init(args, message):
 def test_init_rejects_a_non_config():
     with pytest.raises(TypeError, match="expects a ScheduleConfig"):
         schedules.init({"name": "cosine"}, 0.1, 10, 5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_mixed_stack_on_cuda_matches_torch():
+    refs = [torch_reference(c, metrics(c, seed=i))[0] for i, c in enumerate(CONFIGS)]
+    metric = torch.stack([metrics(c, seed=i) for i, c in enumerate(CONFIGS)], dim=1).cuda()
+    state = tree.stack([schedules.init(c, BASE_LR, EPOCHS, SPE, F64, "cuda") for c in CONFIGS])
+    lrs = []
+    for e in range(EPOCHS):
+        state, step_lrs = vmap(epoch)(state, metric[e])
+        lrs.append(step_lrs)
+    torch.testing.assert_close(torch.cat(lrs, dim=1).cpu(), torch.stack(refs))
