@@ -1,0 +1,113 @@
+"""W&B tracking with the real wandb client in offline mode: one run directory per variant, read back.
+
+Offline runs keep everything in ``run-<id>.wandb``, a LevelDB-style log of protobuf records (the
+file ``wandb sync`` uploads). ``records`` below reads it, so the test checks what was logged, not
+just that wandb did not crash.
+"""
+import json
+import struct
+import sys
+
+import pytest
+
+from fer_func.config import ConfigError, OptimizerConfig, VariantConfig
+from fer_func.study import report
+from fer_func.study.tracking import Tracker
+
+
+def records(path):
+    """Protobuf records of a .wandb file: 7-byte file header, then 32 KiB blocks of CRC/len/type-framed chunks."""
+    from wandb.proto import wandb_internal_pb2 as pb
+    data, block = path.read_bytes(), 32768
+    assert data[:4] == b":W&B", data[:7]
+    pos, chunks = 7, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _crc, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if left < 7 or (n == 0 and kind == 0):  # block trailer padding
+            pos += left
+            continue
+        chunks += data[pos + 7:pos + 7 + n]
+        pos += 7 + n
+        if kind in (1, 4):  # FULL or LAST chunk
+            record = pb.Record()
+            record.ParseFromString(chunks)
+            chunks = b""
+            yield record
+
+
+def read_run(run_dir):
+    [path] = run_dir.glob("run-*.wandb")
+    out = {"config": {}, "history": [], "summary": {}, "group": None, "name": None}
+    for r in records(path):
+        kind = r.WhichOneof("record_type")
+        if kind == "run":
+            out["group"], out["name"] = r.run.run_group, r.run.display_name
+            out["config"].update({u.key: json.loads(u.value_json) for u in r.run.config.update if u.key})
+        elif kind == "history":
+            out["history"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item})
+        elif kind == "summary":
+            out["summary"].update({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in r.summary.update})
+    return out
+
+
+def results_for(variants):
+    out = []
+    for i, v in enumerate(variants):
+        cm = [[0] * 7 for _ in range(7)]
+        for k in range(7):
+            cm[k][k], cm[k][(k + 1) % 7] = 3 + i, 1
+        out.append({"id": f"v{i}", "hparams": v.hparams, "seed": v.seed, "diverged": i == 1, "param_count": 100 + i,
+                    "epochs": [{"epoch": e, "train_loss": 1.0 / e, "train_acc": 0.3 + 0.1 * e + i / 100,
+                                "val_loss": 1.5 / e, "val_acc": 0.2 + 0.1 * e + i / 100, "lr": 0.1, "epoch_s": 2.0}
+                               for e in (1, 2)],
+                    "final": {"train_acc": 0.5, "val_acc": 0.4 + i / 100, "test_acc": 0.38, "best_epoch": 2, "gap": 0.1,
+                              "per_class": report.per_class(cm), "confusion": cm}})
+    return {"variants": out, "timing": {}}
+
+
+def test_offline_runs_record_everything(tmp_path, monkeypatch):
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "home" / var))
+    variants = [VariantConfig(experiment="lr", optimizer=OptimizerConfig(lr=lr), hparams={"optimizer.lr": lr})
+                for lr in (0.1, 0.01)]
+    results = results_for(variants)
+    with Tracker("offline", tmp_path, group="lr-study") as tracker:
+        tracker.start(variants, [100, 101])
+        for e in range(2):
+            tracker.log_epoch([v["epochs"][e] for v in results["variants"]])
+        tracker.finish(results)
+
+    run_dirs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(run_dirs) == 2
+    runs = sorted((read_run(d) for d in run_dirs), key=lambda r: r["name"])
+    assert [r["name"] for r in runs] == ["lr[lr=0.01]-s0", "lr[lr=0.1]-s0"]
+    for run, i, lr in [(runs[1], 0, 0.1), (runs[0], 1, 0.01)]:
+        assert run["group"] == "lr-study"
+        assert run["config"]["param_count"] == 100 + i and run["config"]["optimizer"]["lr"] == lr
+        assert run["config"]["hp/optimizer.lr"] == lr and run["config"]["variant_id"] == run["name"]
+        epochs = [h for h in run["history"] if "val_acc" in h]
+        assert [(h["epoch"], h["val_acc"], h["train_loss"]) for h in epochs] == [
+            (1, pytest.approx(0.3 + i / 100, abs=1e-15), 1.0), (2, pytest.approx(0.4 + i / 100, abs=1e-15), 0.5)]
+        s = run["summary"]
+        assert s["best_val_acc"] == pytest.approx(0.4 + i / 100, abs=1e-15) and s["diverged"] is (i == 1)
+        assert (s["gap"], s["test_acc"], s["best_of_study"]) == (0.1, 0.38, i == 0)
+        assert s["per_class/_type"] == "table-file" and s["per_class/nrows"] == 7 and s["confusion_matrix_table/nrows"] > 0
+    # the confusion-matrix table holds the counts we passed (run 0: 3 right, 1 wrong per class)
+    [cm_file] = [d for d in run_dirs if read_run(d)["name"] == "lr[lr=0.1]-s0"][0].glob("files/media/table/confusion*.json")
+    table = json.loads(cm_file.read_text())
+    counts = {(a, p): n for a, p, n in table["data"]}
+    assert counts[("Angry", "Angry")] == 3 and counts[("Angry", "Disgust")] == 1 and counts[("Angry", "Fear")] == 0
+
+
+def test_disabled_works_without_wandb(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` now raises ImportError
+    t = Tracker("disabled", tmp_path)
+    t.start([VariantConfig()], [1])
+    t.log_epoch([{"epoch": 1}])
+    t.finish(results_for([VariantConfig()]))
+    assert not t.enabled and not (tmp_path / "wandb").exists()
+    with pytest.raises(ConfigError, match="--wandb offline: the wandb package is not installed; .* --wandb disabled"):
+        Tracker("offline", tmp_path)
+    with pytest.raises(ConfigError, match="--wandb 'local': choose one of offline, online, disabled"):
+        Tracker("local", tmp_path)
