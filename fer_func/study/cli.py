@@ -1,0 +1,137 @@
+"""The command line: argv -> RunOptions -> one call (``run``, ``fer_func.bench.main`` or the listing).
+
+A user's mistake (bad key, missing file, ``--device cuda`` without a GPU) ends as one line
+``error: ...`` on stderr and exit code 2, never a traceback; argparse's own errors look the same.
+The engine is imported only once the options are known to be good, so ``--help``, ``--list`` and
+every usage error answer without loading it.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+from fer_func.config import ConfigError
+from fer_func.study import experiments
+from fer_func.study.options import DEFAULT_EXPERIMENTS, BenchOptions, RunOptions, check
+
+STUDIES = ("lr", "optimizer", "batch_size")
+
+_EPILOG = """\
+examples:
+  python runner.py --list
+  python runner.py --study lr                         # experiment 08: 12 variants, one population
+  python runner.py --experiment 04 --epochs 5 --set optimizer.lr=3e-4
+  python runner.py --study batch_size --seeds 3       # mean and 95% CI over seeds in summary.md
+  python runner.py --all --device cuda --wandb online
+  python runner.py --resume runs/2026-01-01_12-00-00_lr
+  python runner.py --bench --models simple_cnn resnet --k 1 8 32
+"""
+
+
+def _csv(kind):
+    # "--models a,b c" and "--models a b c" both work.
+    return lambda text: [kind(x) for x in text.split(",") if x]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="runner.py", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
+        description="Train FER2013 experiments and hyperparameter studies as compiled, vmapped populations.")
+    what = p.add_argument_group("what to run (choose one)")
+    what.add_argument("--study", choices=STUDIES, help="one hyperparameter study (experiments 08/09/10), trained as one population")
+    what.add_argument("--experiment", metavar="ID_OR_NAME", help="one experiment by id or name, e.g. 04 or regularized_cnn")
+    what.add_argument("--all", action="store_true", help="every experiment; variants sharing a model train as one population")
+    what.add_argument("--list", action="store_true", help="list the experiments and studies with their variant counts, then exit")
+    what.add_argument("--resume", metavar="RUN_DIR", type=Path, help="continue an interrupted run from its config.toml and checkpoints")
+    what.add_argument("--bench", action="store_true", help="time the population engine instead of training (fer_func.bench)")
+
+    how = p.add_argument_group("how to run it")
+    how.add_argument("--experiments", metavar="PATH", type=Path, default=DEFAULT_EXPERIMENTS,
+                     help="the experiments file (default: experiments.toml next to runner.py)")
+    how.add_argument("--data", default="synthetic", metavar="{synthetic,PATH}",
+                     help="'synthetic' (default; FER2013-shaped random data, no download) or a path to fer2013.csv")
+    how.add_argument("--epochs", type=int, metavar="N", help="override every variant's epochs (same as --set epochs=N)")
+    how.add_argument("--train-limit", type=int, metavar="N", help="train on the first N images only (quick runs)")
+    how.add_argument("--seeds", type=int, default=1, metavar="N", help="replicate every configuration with seeds s, s+1, ..., s+N-1")
+    how.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto: cuda when available")
+    how.add_argument("--no-compile", action="store_true", help="run eagerly (no torch.compile): slower steps, no compile wait")
+    how.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline",
+                     help="W&B tracking, one run per variant (default offline: no account needed, `wandb sync` later)")
+    how.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="parent of the run directory (default runs/)")
+    how.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a setting of every selected experiment, value in TOML syntax; repeatable: "
+                          "--set optimizer.lr=0.01 --set model.knobs.hidden=[256,128] --set grid.batch_size=[32,64]")
+
+    bench = p.add_argument_group("benchmark options (with --bench)")
+    bench.add_argument("--models", nargs="+", type=_csv(str), metavar="NAME", help="models to time")
+    bench.add_argument("--k", nargs="+", type=_csv(int), metavar="K", help="population sizes to time")
+    bench.add_argument("--batch", type=int, metavar="B", help="per-variant batch size")
+    bench.add_argument("--steps", type=int, metavar="N", help="timed steps per measurement")
+    bench.add_argument("--json", type=Path, metavar="PATH", help="also write the benchmark results as JSON")
+    return p
+
+
+def to_options(args: argparse.Namespace) -> RunOptions:
+    flat = lambda lists: tuple(x for xs in (lists or []) for x in xs)
+    bench_given = [f"--{n}" for n in ("models", "k", "batch", "steps", "json") if getattr(args, n) not in (None, [])]
+    if bench_given and not args.bench:
+        raise ConfigError(f"{', '.join(bench_given)} only apply to --bench")
+    bench = BenchOptions(models=flat(args.models), k=flat(args.k), batch=args.batch, steps=args.steps,
+                         json=args.json) if args.bench else None
+    return RunOptions(study=args.study, experiment=args.experiment, all=args.all, resume=args.resume,
+                      experiments=args.experiments, data=args.data, epochs=args.epochs, train_limit=args.train_limit,
+                      seeds=args.seeds, device=args.device, compile=not args.no_compile, wandb=args.wandb, out=args.out,
+                      overrides=tuple(args.overrides), bench=bench)
+
+
+def listing(path, overrides=(), seeds: int = 1) -> str:
+    """The --list table: every experiment with its model, epochs and variant count."""
+    rows = [("id", "name", "kind", "variants", "model", "epochs", "description")]
+    for exp in experiments.load(path).values():
+        vs = exp.variants(tuple(overrides), seeds)
+        epochs = sorted({v.epochs for v in vs})
+        rows.append((exp.id, exp.name, "study" if exp.is_study else "experiment", str(len(vs)), vs[0].model.name,
+                     "/".join(map(str, epochs)), exp.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows)
+
+
+def _user_errors() -> tuple:
+    errors = [ConfigError]
+    try:  # the data package is optional here: --list and --help work without it
+        from fer_func.data import DataError
+        errors.append(DataError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _entry(module: str, what: str):
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{what} is not available in this installation ({module} is missing)")
+    return importlib.import_module(module)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)  # usage errors: argparse prints "error: ..." and exits 2
+    try:
+        options = to_options(args)
+        if args.list:
+            print(listing(options.experiments, options.all_overrides, options.seeds))
+            return 0
+        check(options)
+        if options.bench is not None:
+            return _entry("fer_func.bench", "--bench").main(options) or 0
+        experiments.plan(options)  # report a bad experiment or --set before loading the engine
+        run_dir = _entry("fer_func.study.run", "training").run(options)
+        print(f"run directory: {run_dir}")
+        return 0
+    except _user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume RUN_DIR", file=sys.stderr)
+        return 130

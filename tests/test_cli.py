@@ -1,0 +1,137 @@
+"""The command line: parsing into RunOptions, --help, --list, dispatch, and one-line user errors (exit 2)."""
+import importlib.machinery
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from fer_func.config import ConfigError
+from fer_func.study import cli
+from fer_func.study.options import BenchOptions, RunOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse(*argv):
+    return cli.to_options(cli.build_parser().parse_args(list(argv)))
+
+
+def fake_module(monkeypatch, name, **attrs):
+    mod = types.ModuleType(name)
+    mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    for k, v in attrs.items():
+        setattr(mod, k, v)
+    monkeypatch.setitem(sys.modules, name, mod)
+    return mod
+
+
+def test_parse_into_run_options():
+    o = parse("--study", "lr", "--epochs", "3", "--train-limit", "500", "--seeds", "2", "--device", "cpu", "--no-compile",
+              "--wandb", "disabled", "--out", "/tmp/x", "--set", "optimizer.lr=0.01", "--set", "batch_size=32",
+              "--data", "synthetic")
+    assert o == RunOptions(study="lr", epochs=3, train_limit=500, seeds=2, device="cpu", compile=False, wandb="disabled",
+                           out=Path("/tmp/x"), overrides=("optimizer.lr=0.01", "batch_size=32"))
+    assert o.all_overrides == ("optimizer.lr=0.01", "batch_size=32", "epochs=3")
+    d = parse("--experiment", "04")
+    assert (d.experiment, d.device, d.compile, d.wandb, d.out, d.seeds, d.bench) == ("04", "auto", True, "offline",
+                                                                                    Path("runs"), 1, None)
+    assert d.experiments == ROOT / "experiments.toml"
+    b = parse("--bench", "--models", "mlp,simple_cnn", "resnet", "--k", "1", "8,32", "--batch", "64", "--steps", "20",
+              "--json", "b.json")
+    assert b.bench == BenchOptions(models=("mlp", "simple_cnn", "resnet"), k=(1, 8, 32), batch=64, steps=20,
+                                   json=Path("b.json"))
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    for opt in ("--study {lr,optimizer,batch_size}", "--experiment ID_OR_NAME", "--all", "--list", "--data",
+                "--epochs N", "--train-limit N", "--seeds N", "--device {auto,cpu,cuda}", "--no-compile",
+                "--wandb {offline,online,disabled}", "--out DIR", "--set KEY=VALUE", "--resume RUN_DIR", "--bench",
+                "--models", "--k", "--batch", "--steps", "--json PATH"):
+        assert opt in out, opt
+
+
+def test_list(capsys):
+    assert cli.main(["--list"]) == 0
+    rows = [line.split()[:5] for line in capsys.readouterr().out.splitlines()]
+    assert rows[0] == ["id", "name", "kind", "variants", "model"]
+    assert ["08", "lr", "study", "12", "simple_cnn"] in rows and ["10", "batch_size", "study", "5", "simple_cnn"] in rows
+    assert ["04", "regularized_cnn", "experiment", "1", "regularized_cnn"] in rows and len(rows) == 12
+    assert cli.main(["--list", "--seeds", "3"]) == 0
+    assert ["09", "optimizer", "study", "12", "simple_cnn"] in [line.split()[:5] for line in capsys.readouterr().out.splitlines()]
+
+
+def test_dispatch_to_run(monkeypatch, capsys, tmp_path):
+    seen = []
+    fake_module(monkeypatch, "fer_func.study.run", run=lambda options: seen.append(options) or tmp_path / "run1")
+    assert cli.main(["--study", "optimizer", "--device", "cpu", "--set", "optimizer.beta2=0.99"]) == 0
+    assert seen == [RunOptions(study="optimizer", device="cpu", overrides=("optimizer.beta2=0.99",))]
+    assert f"run directory: {tmp_path / 'run1'}" in capsys.readouterr().out
+
+
+def test_dispatch_to_bench(monkeypatch):
+    seen = []
+    fake_module(monkeypatch, "fer_func.bench", main=lambda options: seen.append(options))
+    assert cli.main(["--bench", "--models", "mlp", "--k", "4", "--device", "cpu"]) == 0
+    assert seen[0].bench == BenchOptions(models=("mlp",), k=(4,)) and seen[0].device == "cpu"
+
+
+def _data_error():
+    try:
+        from fer_func.data import DataError
+        return DataError
+    except ImportError:
+        return None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--experiment", "99"], "unknown experiment '99'; choose one of 01/mlp, 02/simple_cnn"),
+    (["--study", "lr", "--set", "optimizer.lr=0.5"], "--set optimizer.lr=0.5 is overwritten by the grid"),
+    (["--experiment", "04", "--set", "optimizer.lr=-1"], "experiment 'regularized_cnn' (04): optimizer.lr = -1.0: the learning rate must be > 0"),
+    (["--experiment", "04", "--set", "optimizer.nope=1"], "optimizer.nope: unknown key; valid keys: name, lr"),
+    (["--experiment", "04", "--data", "/no/such/fer2013.csv"], "--data '/no/such/fer2013.csv': no such file or directory"),
+    (["--study", "lr", "--experiment", "04"], "choose exactly one of --study, --experiment, --all, --resume, --bench or --list (got --study, --experiment)"),
+    ([], "choose exactly one of --study"),
+    (["--study", "lr", "--k", "4"], "--k only apply to --bench"),
+    (["--study", "lr", "--epochs", "0"], "--epochs = 0: must be a positive integer"),
+    (["--resume", "/no/such/run"], "--resume '/no/such/run': no config.toml there"),
+    (["--study", "lr", "--experiments", "/no/such.toml"], "experiments file not found: '/no/such.toml'"),
+    pytest.param(["--study", "lr", "--device", "cuda"], "--device cuda: no CUDA device is available here",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
+])
+def test_user_errors_are_one_line(argv, message, capsys, monkeypatch):
+    fake_module(monkeypatch, "fer_func.study.run", run=lambda options: pytest.fail("run() must not be reached"))
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {err[7:]}" and err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.parametrize("error", [ConfigError, _data_error()])
+def test_errors_raised_by_run_are_one_line(error, capsys, monkeypatch):
+    if error is None:
+        pytest.skip("fer_func.data.DataError is not available")
+
+    def run(options):
+        raise error("train_limit = 0: must be positive")
+    fake_module(monkeypatch, "fer_func.study.run", run=run)
+    assert cli.main(["--experiment", "01", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == "error: train_limit = 0: must be positive\n"
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--study", "momentum"])
+    assert e.value.code == 2 and "error: argument --study: invalid choice: 'momentum'" in capsys.readouterr().err
+
+
+def test_runner_script_end_to_end():
+    p = subprocess.run([sys.executable, str(ROOT / "runner.py"), "--experiment", "99"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
+    assert p.stderr.startswith("error: unknown experiment '99'") and p.stderr.count("\n") == 1
