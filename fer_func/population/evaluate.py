@@ -1,0 +1,46 @@
+"""Evaluation of one variant on a fixed-size chunk of a split, and the metrics derived on the host.
+
+The population vmaps :func:`make_eval_chunk` over variants and loops over chunks; the chunk size
+is static and the last chunk is masked, so every split of every size runs through one graph.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fer_func.population.plan import Plan
+from fer_func.population.step import normalize
+
+NUM_CLASSES = 7
+
+
+def make_eval_chunk(plan: Plan, mean: float, std: float, dtype: torch.dtype, chunk: int):
+    model = plan.model
+
+    def eval_chunk(params, model_state, images, labels, start, n):
+        pos = start + torch.arange(chunk, device=images.device)
+        valid = pos < n
+        pos = torch.clamp(pos, max=n - 1)
+        x = normalize(images[pos].unsqueeze(1).to(dtype) / 255.0, mean, std)
+        y = labels[pos]
+        logits, _ = model.apply(params, model_state, x, key=None, train=False)
+        nll = F.cross_entropy(logits, y, reduction="none")
+        pred = logits.argmax(-1)
+        w = valid.to(dtype)
+        # confusion[true, pred] as a (7, 7) matmul of one-hots: vmappable, no scatter.
+        confusion = (F.one_hot(y, NUM_CLASSES).to(dtype) * w[:, None]).T @ F.one_hot(pred, NUM_CLASSES).to(dtype)
+        return torch.where(valid, nll, 0.0).sum(), confusion
+
+    return eval_chunk
+
+
+def per_class(confusion: np.ndarray) -> dict:
+    """Precision, recall and F1 per class from a (7, 7) confusion matrix [true, pred]; 0 where undefined."""
+    tp = np.diag(confusion).astype(float)
+    pred_total, true_total = confusion.sum(0), confusion.sum(1)
+    precision = np.divide(tp, pred_total, out=np.zeros_like(tp), where=pred_total > 0)
+    recall = np.divide(tp, true_total, out=np.zeros_like(tp), where=true_total > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist()}

@@ -1,0 +1,215 @@
+"""A population: K variants of one architecture trained together, one compiled step for all.
+
+    pop = Population(variants, data, device="cuda")
+    for epoch in range(pop.plan.epochs):
+        record = pop.train_epoch()      # per-variant train/val metrics, read once per epoch
+    final = pop.finish()                # best-epoch params evaluated on the held-out test split
+
+State of K variants is one stacked pytree (leading axis K). ``mode="vmap"`` (default) runs
+``vmap(step)`` compiled as one graph; ``mode="loop"`` runs the same single-variant step once per
+variant -- a solo run of each, used by the equivalence tests and the benchmarks.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from fer_func import optim, prng, tree
+from fer_func.config import VariantConfig
+from fer_func.data.dataset import FERData
+from fer_func.optim import schedules
+from fer_func.population.evaluate import make_eval_chunk, per_class
+from fer_func.population.plan import make_plan
+from fer_func.population.step import DATA_STREAM, INIT_STREAM, NOISE_STREAM, make_train_step
+
+MEAN, STD = 0.5, 0.25  # fixed input normalisation: x in [0, 1] -> roughly zero mean, unit scale
+
+
+def class_weights(labels: torch.Tensor, num_classes: int = 7) -> torch.Tensor:
+    """Inverse class frequency, normalised so the weights average 1 over the training samples."""
+    counts = torch.bincount(labels, minlength=num_classes).to(torch.float64).clamp(min=1)
+    w = 1.0 / counts
+    return w / (w[labels].mean())
+
+
+class Population:
+    def __init__(self, variants: list[VariantConfig], data: FERData, *, device="cpu", dtype=torch.float32,
+                 compile: bool = True, mode: str = "vmap", eval_chunk: int = 512):
+        if mode not in ("vmap", "loop"):
+            raise ValueError(f"mode = {mode!r}: must be 'vmap' or 'loop'")
+        self.variants, self.device, self.dtype, self.mode = list(variants), torch.device(device), dtype, mode
+        self.data = data.to(self.device)
+        self.train_x, self.train_y = self.data.split("train")
+        self.plan = make_plan(self.variants, int(self.train_y.shape[0]))
+        self.model = self.plan.model
+        self.class_weight = class_weights(self.train_y).to(dtype)
+        self.optimizers = optim.from_configs([v.optimizer for v in self.variants])
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.timing = {"compile_s": 0.0, "step_s": 0.0, "steps": 0}
+        self._build_state()
+        step = make_train_step(self.plan, self.optimizers[0].update, MEAN, STD, dtype)
+        evalc = make_eval_chunk(self.plan, MEAN, STD, dtype, eval_chunk)
+        self.eval_chunk_size = eval_chunk
+        if mode == "vmap":
+            step = torch.func.vmap(step, in_dims=(0, 0, None, None, None, 0, None))
+            evalc = torch.func.vmap(evalc, in_dims=(0, 0, None, None, None, None))
+        if compile:
+            step = torch.compile(step, fullgraph=True, dynamic=False)
+            evalc = torch.compile(evalc, fullgraph=True, dynamic=False)
+        self._step, self._eval = step, evalc
+        self._js = torch.arange(self.plan.steps_per_epoch, device=self.device)
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def _init_variant(self, i: int, v: VariantConfig):
+        root = prng.key(v.seed).to(self.device)
+        params, model_state = self.model.init(prng.fold_in(root, INIT_STREAM))
+        params, model_state = tree.to(params, self.device, self.dtype), tree.to(model_state, self.device, self.dtype)
+        n_micro = v.batch_size // self.plan.micro_batch
+        updates_per_epoch = self.plan.active_steps[i] // n_micro
+        sched = schedules.init(v.schedule, v.optimizer.lr, v.epochs, updates_per_epoch, self.dtype, self.device)
+        opt_state = optim.with_hparams(self.optimizers[i].init(params), lr=schedules.lr(sched))
+        zero = lambda dt=self.dtype: torch.zeros((), dtype=dt, device=self.device)
+        carry = {"params": params, "model_state": model_state, "opt_state": opt_state, "sched": sched,
+                 "noise_key": prng.fold_in(root, NOISE_STREAM), "step": zero(torch.int64),
+                 "diverged": torch.zeros((), dtype=torch.bool, device=self.device),
+                 "diverged_step": torch.full((), -1, dtype=torch.int64, device=self.device),
+                 "metrics": {"loss_sum": zero(), "correct": zero(), "count": zero()}}
+        if self.plan.accumulate:
+            carry["grad_acc"] = tree.tree_map(torch.zeros_like, params)
+            carry["micro"] = zero(torch.int64)
+        as_t = lambda x, dt: torch.tensor(x, dtype=dt, device=self.device)
+        dropout = {k: as_t(float(v.model.knobs.get(k, getattr(self.model, k)) or 0.0), self.dtype)
+                   for k in self.model.dropout_knobs}
+        hp = {"active_steps": as_t(self.plan.active_steps[i], torch.int64), "n_micro": as_t(n_micro, torch.int64),
+              "augment": as_t(v.augment.enabled, torch.bool), "class_weighted": as_t(v.class_weighted, torch.bool),
+              "dropout": dropout, "data_key": prng.fold_in(root, DATA_STREAM)}
+        return carry, hp
+
+    def _build_state(self):
+        carries, hps = zip(*(self._init_variant(i, v) for i, v in enumerate(self.variants)))
+        self.carry, self.hp = tree.stack(list(carries)), tree.stack(list(hps))
+        self.best = {"params": tree.clone(self.carry["params"]), "model_state": tree.clone(self.carry["model_state"]),
+                     "val_acc": torch.full((len(self.variants),), -1.0, dtype=torch.float64, device=self.device),
+                     "epoch": torch.full((len(self.variants),), -1, dtype=torch.int64, device=self.device)}
+
+    def member(self, i: int) -> dict:
+        """Variant ``i``'s carried state, exactly what a solo run of it would hold."""
+        return tree.clone(tree.index(self.carry, i))
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """(K, N) data order of every variant for ``epoch`` (a function of seed and epoch only)."""
+        n = self.plan.num_train
+        return torch.stack([prng.permutation(prng.fold_in(k, epoch), n) for k in self.hp["data_key"]])
+
+    # --- training ------------------------------------------------------------------------------
+
+    def _run_step(self, perm, j):
+        if self.mode == "vmap":
+            self.carry = self._step(self.carry, self.hp, self.train_x, self.train_y, self.class_weight, perm, j)
+        else:
+            outs = [self._step(tree.index(self.carry, i), tree.index(self.hp, i), self.train_x, self.train_y,
+                               self.class_weight, perm[i], j) for i in range(len(self.variants))]
+            self.carry = tree.stack(outs)
+
+    def train_epoch(self, progress: Callable[[int], None] | None = None) -> dict:
+        """One epoch of every variant; returns per-variant numpy metrics (one host sync)."""
+        t0 = time.perf_counter()
+        perm = self.epoch_order(self.epoch)
+        for j in range(self.plan.steps_per_epoch):
+            if self.timing["steps"] == 0 and j == 0:
+                t = time.perf_counter()
+                self._run_step(perm, self._js[j])
+                self._sync()
+                self.timing["compile_s"] = time.perf_counter() - t
+            else:
+                self._run_step(perm, self._js[j])
+            self.timing["steps"] += 1
+            if progress is not None:
+                progress(j + 1)
+        self._sync()
+        train_s = time.perf_counter() - t0
+        return self._end_epoch(train_s)
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _end_epoch(self, train_s: float) -> dict:
+        mt = self.carry["metrics"]
+        count = mt["count"].clamp(min=1)
+        train_loss = (mt["loss_sum"] / count).double().cpu().numpy()
+        train_acc = (mt["correct"] / count).double().cpu().numpy()
+        val = self.evaluate("val")
+        self.carry["sched"] = torch.func.vmap(schedules.after_epoch)(
+            self.carry["sched"], torch.as_tensor(val["acc"], dtype=self.dtype, device=self.device))
+        improved = torch.as_tensor(val["acc"], device=self.device) > self.best["val_acc"]
+        pick = torch.func.vmap(tree.where)
+        self.best["params"] = pick(improved, self.carry["params"], self.best["params"])
+        self.best["model_state"] = pick(improved, self.carry["model_state"], self.best["model_state"])
+        self.best["val_acc"] = torch.where(improved, torch.as_tensor(val["acc"], device=self.device), self.best["val_acc"])
+        self.best["epoch"] = torch.where(improved, self.epoch, self.best["epoch"])
+        self.carry["metrics"] = tree.tree_map(torch.zeros_like, mt)
+        diverged = self.carry["diverged"].cpu().numpy()
+        record = {"epoch": self.epoch, "train_loss": np.where(diverged, np.nan, train_loss), "train_acc": train_acc,
+                  "val_loss": val["loss"], "val_acc": val["acc"],
+                  "lr": optim.get_hparam(self.carry["opt_state"], "lr").double().cpu().numpy(),
+                  "diverged": diverged, "epoch_s": train_s}
+        self.history.append(record)
+        self.epoch += 1
+        self.timing["step_s"] = train_s / self.plan.steps_per_epoch
+        return record
+
+    # --- evaluation ----------------------------------------------------------------------------
+
+    def evaluate(self, split: str, params=None, model_state=None) -> dict:
+        """Loss, accuracy and confusion matrix per variant on ``split`` ("val" or "test")."""
+        params = self.carry["params"] if params is None else params
+        model_state = self.carry["model_state"] if model_state is None else model_state
+        x, y = self.data.split(split)
+        n = torch.tensor(int(y.shape[0]), device=self.device)
+        loss, confusion = 0.0, 0.0
+        for start in range(0, int(y.shape[0]), self.eval_chunk_size):
+            s = torch.tensor(start, device=self.device)
+            if self.mode == "vmap":
+                l, c = self._eval(params, model_state, x, y, s, n)
+            else:
+                outs = [self._eval(tree.index(params, i), tree.index(model_state, i), x, y, s, n)
+                        for i in range(len(self.variants))]
+                l, c = torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs])
+            loss, confusion = loss + l, confusion + c
+        confusion = confusion.double().cpu().numpy().round().astype(np.int64)
+        total = int(y.shape[0])
+        acc = np.trace(confusion, axis1=1, axis2=2) / total
+        return {"loss": (loss / total).double().cpu().numpy(), "acc": acc, "confusion": confusion}
+
+    def finish(self) -> list[dict]:
+        """Per variant: best-epoch test metrics, confusion matrix and per-class precision/recall/F1."""
+        test = self.evaluate("test", self.best["params"], self.best["model_state"])
+        val = self.evaluate("val", self.best["params"], self.best["model_state"])
+        out = []
+        for i, v in enumerate(self.variants):
+            best_epoch = int(self.best["epoch"][i])
+            rec = self.history[best_epoch] if best_epoch >= 0 else self.history[-1]
+            train_acc = float(rec["train_acc"][i])
+            out.append({"train_acc": train_acc, "val_acc": float(val["acc"][i]), "test_acc": float(test["acc"][i]),
+                        "test_loss": float(test["loss"][i]), "best_epoch": best_epoch,
+                        "gap": train_acc - float(val["acc"][i]), "diverged": bool(self.carry["diverged"][i]),
+                        "confusion": test["confusion"][i].tolist(), "per_class": per_class(test["confusion"][i])})
+        return out
+
+    # --- checkpoints ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "carry": self.carry, "best": self.best, "history": self.history,
+                "timing": dict(self.timing)}
+
+    def load_state_dict(self, sd: dict):
+        self.epoch, self.history, self.timing = sd["epoch"], list(sd["history"]), dict(sd["timing"])
+        self.timing["steps"] = 0  # the first step after a resume compiles again
+        self.carry = tree.to(sd["carry"], self.device)
+        self.best = tree.to(sd["best"], self.device)

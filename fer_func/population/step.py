@@ -1,0 +1,109 @@
+"""The training micro-step of ONE variant, as a pure function; the population vmaps and compiles it.
+
+    carry, hp, images, labels, class_weight, perm, j  ->  carry
+
+``carry`` is everything that changes (params, BN state, optimizer and schedule state, the
+variant's noise key and counters, epoch metric sums); ``hp`` holds per-variant constants
+(tensors); ``images``/``labels`` are the whole training split on the device, shared by all
+variants; ``perm`` is the variant's data order for this epoch and ``j`` the micro-step index.
+No value is ever read back to Python here and no Python branch depends on a tensor, so the
+function traces to one graph and never recompiles across hyperparameters, steps or epochs.
+
+Divergence: a micro-step whose loss, gradients or updated parameters are not finite marks the
+variant diverged; from then on nothing of it changes. Every decision is a per-variant
+``torch.where``, so the other variants compute exactly what they would without it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.func import grad_and_value
+
+from fer_func import optim, prng, tree
+from fer_func.optim import schedules
+from fer_func.population.plan import Plan
+
+# Streams derived from a variant's seed: same seed -> same init and data order (common random numbers).
+INIT_STREAM, DATA_STREAM, NOISE_STREAM = 0, 1, 2
+
+
+def all_finite(t) -> torch.Tensor:
+    return torch.stack([torch.isfinite(x).all() for x in tree.leaves(t)]).all()
+
+
+def gather_batch(images, labels, perm, j, micro_batch: int, dtype: torch.dtype):
+    """Micro-batch ``j`` of the epoch's order ``perm``: float (m, 1, 48, 48) in [0, 1], labels (m,)."""
+    n = perm.shape[-1]
+    pos = (j * micro_batch + torch.arange(micro_batch, device=perm.device)) % n  # idle steps wrap, are masked
+    idx = perm[pos]
+    return images[idx].unsqueeze(1).to(dtype) / 255.0, labels[idx]
+
+
+def normalize(x, mean: float, std: float):
+    return (x - mean) / std
+
+
+def make_train_step(plan: Plan, update, mean: float, std: float, dtype: torch.dtype):
+    """``update`` is the (shared) optimizer update; hyperparameters come from each variant's state."""
+    model, m = plan.model, plan.micro_batch
+
+    def loss_fn(params, model_state, x, y, weight, key, dropout):
+        logits, new_state = model.apply(params, model_state, x, key=key, train=True, dropout=dropout)
+        # Per-sample weights normalised to mean 1 over the classes keep the loss a plain mean,
+        # so summing micro-batch gradients is exact for class-weighted losses too.
+        loss = (weight * F.cross_entropy(logits, y, reduction="none")).mean()
+        return loss, (logits, new_state)
+
+    def step(carry, hp, images, labels, class_weight, perm, j):
+        active = (j < hp["active_steps"]) & ~carry["diverged"]
+        x, y = gather_batch(images, labels, perm, j, m, dtype)
+        aug_key, drop_key = prng.split(prng.fold_in(carry["noise_key"], carry["step"])).unbind(0)
+        if plan.augment is not None:
+            from fer_func.data import augment
+            x = torch.where(hp["augment"], augment.augment(aug_key, x, plan.augment), x)
+        x = normalize(x, mean, std)
+        weight = torch.where(hp["class_weighted"], class_weight[y], torch.ones_like(class_weight[y]))
+
+        params = carry["params"]
+        grads, (loss, (logits, new_model_state)) = grad_and_value(loss_fn, has_aux=True)(
+            params, carry["model_state"], x, y, weight, drop_key, hp["dropout"])
+
+        if plan.accumulate:
+            acc = tree.tree_map(torch.add, carry["grad_acc"], grads)
+            micro = carry["micro"] + 1
+            is_update = micro == hp["n_micro"]
+            g = tree.tree_map(lambda a: a / hp["n_micro"].to(a.dtype), acc)
+        else:
+            is_update = torch.ones((), dtype=torch.bool, device=loss.device)
+            g = grads
+
+        opt_state = optim.with_hparams(carry["opt_state"], lr=schedules.lr(carry["sched"]))
+        updates, new_opt_state = update(g, opt_state, params)
+        new_params = optim.apply_updates(params, updates)
+
+        finite = torch.isfinite(loss) & all_finite(grads) & (~is_update | all_finite(new_params))
+        ok = active & finite
+        commit = ok & is_update
+        out = dict(carry)
+        out["params"] = tree.where(commit, new_params, params)
+        out["opt_state"] = tree.where(commit, new_opt_state, carry["opt_state"])
+        out["sched"] = tree.where(commit, schedules.after_step(carry["sched"]), carry["sched"])
+        out["model_state"] = tree.where(ok, new_model_state, carry["model_state"])
+        if plan.accumulate:
+            zeros = tree.tree_map(torch.zeros_like, acc)
+            out["grad_acc"] = tree.where(ok, tree.where(is_update, zeros, acc), carry["grad_acc"])
+            out["micro"] = torch.where(ok, torch.where(is_update, torch.zeros_like(micro), micro), carry["micro"])
+        newly_diverged = active & ~finite
+        out["diverged"] = carry["diverged"] | newly_diverged
+        out["diverged_step"] = torch.where(newly_diverged, carry["step"], carry["diverged_step"])
+        out["step"] = carry["step"] + 1
+
+        n_ok = ok.to(loss.dtype)
+        correct = (logits.argmax(-1) == y).sum().to(loss.dtype)
+        mt = carry["metrics"]
+        out["metrics"] = {"loss_sum": mt["loss_sum"] + torch.where(ok, loss.detach() * m, 0.0),
+                          "correct": mt["correct"] + n_ok * correct,
+                          "count": mt["count"] + n_ok * m}
+        return out
+
+    return step
