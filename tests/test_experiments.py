@@ -72,15 +72,24 @@ def test_study_grids(catalog):
         assert len(ex.populations(catalog[name].variants())) == 1
 
 
-def test_all_groups_variants_by_model(catalog):
+def test_all_groups_variants_into_populations(catalog):
     vs = ex.select(catalog, all=True)
     pops = ex.populations(vs)
-    # 04, 05 and best share regularized_cnn; the three studies share the CPU-sized simple_cnn (not 02's width)
-    assert [p[0].model.name for p in pops] == ["mlp", "simple_cnn", "large_cnn", "regularized_cnn", "resnet", "tiny_cnn",
-                                               "simple_cnn"]
-    assert [len(p) for p in pops] == [1, 1, 1, 3, 1, 1, 12 + 4 + 5]
-    assert [p[0].experiment for p in pops][-1] == "lr" and pops[1][0].model.knobs["channels"] == [32, 64]
+    # 04 and 05 share model, epochs and augmentation settings (05 switches it on); best trains 60 epochs, not 50;
+    # the studies share the CPU-sized simple_cnn but not their epochs (2/4/3), which a population must share.
+    assert [[v.experiment for v in p][:2] for p in pops] == [
+        ["mlp"], ["simple_cnn"], ["large_cnn"], ["regularized_cnn", "augmented_cnn"], ["resnet"], ["tiny_cnn"],
+        ["lr", "lr"], ["optimizer", "optimizer"], ["batch_size", "batch_size"], ["best"]]
+    assert [len(p) for p in pops] == [1, 1, 1, 2, 1, 1, 12, 4, 5, 1]
     assert len({ex.variant_id(v) for v in vs}) == len(vs) == 7 + 12 + 4 + 5 + 1
+    same_epochs = ex.populations(vs, key=lambda v: ex.model_key(v.model))
+    assert [len(p) for p in same_epochs] == [1, 1, 1, 3, 1, 1, 21]
+
+
+def test_populations_satisfy_the_engine_plan(catalog):
+    plan = pytest.importorskip("fer_func.population.plan")
+    for pop in ex.populations(ex.select(catalog, all=True)):
+        plan.make_plan(pop, num_train=28709)  # raises ConfigError if the group cannot train together
 
 
 def test_find_and_select(catalog):

@@ -9,6 +9,7 @@ the raw table and re-validated the same way. Every error is a one-line
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import itertools
 import json
@@ -129,11 +130,13 @@ def check_dataset(variants: list[VariantConfig], n_train: int) -> None:
 
 
 def populations(variants: list[VariantConfig], key=None) -> list[list[VariantConfig]]:
-    """Group variants that share a ModelConfig (one compiled, vmapped population each), in first-seen order.
+    """Group variants that can train as one compiled, vmapped population, in first-seen order.
 
-    ``key`` maps a variant to a hashable group key; the default groups by model name and knobs.
+    ``key`` maps a variant to a hashable group key. The default, :func:`population_key`, groups by
+    what fer_func.population.plan requires to be shared: the model, the epochs and the augmentation
+    settings (variants may still switch augmentation on or off).
     """
-    key = key or (lambda v: model_key(v.model))
+    key = key or population_key
     groups: dict = {}
     for v in variants:
         groups.setdefault(key(v), []).append(v)
@@ -142,6 +145,10 @@ def populations(variants: list[VariantConfig], key=None) -> list[list[VariantCon
 
 def model_key(model: ModelConfig) -> tuple:
     return (model.name, json.dumps(model.knobs, sort_keys=True))
+
+
+def population_key(v: VariantConfig) -> tuple:
+    return model_key(v.model), v.epochs, dataclasses.replace(v.augment, enabled=True)
 
 
 def variant_id(v: VariantConfig) -> str:
