@@ -173,3 +173,6 @@ def test_build_validates_names_and_knobs():
     assert model.channels == (16, 32) and hash(model) == hash(models.build_from(cfg))  # a compile-cache key
     assert model.dropout_knobs == ("dropout_conv", "dropout_fc")
     assert models.build("large_cnn").dropout_knobs == ()
+    for name in models.FAMILIES:
+        model = models.build(name)
+        assert models.build(name, **model.knobs) == model

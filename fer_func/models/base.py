@@ -7,7 +7,6 @@ of the family's ``torch.nn`` reference, so a checkpoint converts in one call eit
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -71,7 +70,9 @@ class Model:
 
     @property
     def knobs(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
+        """The knobs this model was built with: ``build(model.name, **model.knobs) == model``."""
+        from fer_func.models import FAMILIES  # the registry imports this module, so import late
+        return {k: getattr(self, k) for k in FAMILIES[self.name][1]}
 
     @property
     def shapes(self) -> tuple[dict, dict]:
