@@ -50,15 +50,29 @@ def key(seed: int) -> torch.Tensor:
     return torch.tensor([seed >> 32, seed & _MASK], dtype=torch.int64)
 
 
-def _counters(key: torch.Tensor, n: int):
-    # Flat element index as a (hi, lo) pair of words; n < 2**32 in every use here.
-    lo = torch.arange(n, dtype=torch.int64, device=key.device)
-    return torch.zeros_like(lo), lo
+_CHUNK = 1 << 16
+
+
+def _blocks(key: torch.Tensor, n: int):
+    """Threefry of counters ``(0, i)`` for ``i < n`` (n < 2**32 in every use here).
+
+    Eager draws of millions of numbers (parameter init) run in cache-sized chunks: the ~150
+    elementwise ops per block then reuse small buffers instead of streaming 80 MB temporaries,
+    about twice as fast. The numbers are identical either way; compiled code fuses it all anyway.
+    """
+    def run(lo):
+        return threefry2x32(key[..., None, :], torch.zeros_like(lo), lo)
+
+    if n <= _CHUNK or torch.compiler.is_compiling():
+        return run(torch.arange(n, dtype=torch.int64, device=key.device))
+    parts = [run(torch.arange(s, min(n, s + _CHUNK), dtype=torch.int64, device=key.device))
+             for s in range(0, n, _CHUNK)]
+    return torch.cat([p[0] for p in parts], dim=-1), torch.cat([p[1] for p in parts], dim=-1)
 
 
 def split(key: torch.Tensor, num: int = 2) -> torch.Tensor:
     """``num`` independent child keys, shape ``(num, 2)``; unpack with ``a, b = split(key)``."""
-    y0, y1 = threefry2x32(key[..., None, :], *_counters(key, num))
+    y0, y1 = _blocks(key, num)
     return torch.stack([y0, y1], dim=-1)
 
 
@@ -72,7 +86,7 @@ def fold_in(key: torch.Tensor, data) -> torch.Tensor:
 def bits(key: torch.Tensor, shape) -> torch.Tensor:
     """Uniform 32-bit words (as int64 in [0, 2**32)) of the given static ``shape``."""
     shape = tuple(shape)
-    y0, y1 = threefry2x32(key[..., None, :], *_counters(key, math.prod(shape)))
+    y0, y1 = _blocks(key, math.prod(shape))
     return (y0 ^ y1).reshape(*key.shape[:-1], *shape)
 
 
@@ -101,6 +115,6 @@ def randint(key, shape, low: int, high: int) -> torch.Tensor:
 
 def permutation(key, n: int) -> torch.Tensor:
     """A uniformly random permutation of ``range(n)``: argsort of 63 random bits per element."""
-    y0, y1 = threefry2x32(key[..., None, :], *_counters(key, n))
+    y0, y1 = _blocks(key, n)
     sort_key = ((y0 >> 1) << 32) | y1
     return torch.argsort(sort_key, dim=-1, stable=True)
