@@ -50,7 +50,8 @@ def _shared_model_config(v: VariantConfig, model: models.Model):
     return {k: val for k, val in model.knobs.items() if k not in model.dropout_knobs}
 
 
-def make_plan(variants: list[VariantConfig], num_train: int) -> Plan:
+def make_plan(variants: list[VariantConfig], num_train: int, micro_batch: int | None = None) -> Plan:
+    """``micro_batch`` overrides gcd(batch sizes), e.g. to give a solo run the ghost-BN batches of a population."""
     if not variants:
         raise ConfigError("a population needs at least one variant")
     built = [models.build_from(v.model) for v in variants]
@@ -71,7 +72,10 @@ def make_plan(variants: list[VariantConfig], num_train: int) -> Plan:
         if dataclasses.replace(a, enabled=True) != augmenting[0]:
             raise ConfigError(f"augment = {a} differs from {augmenting[0]}; variants of one population may switch "
                               f"augmentation on or off but must share its settings")
-    micro = math.gcd(*(v.batch_size for v in variants))
+    micro = micro_batch or math.gcd(*(v.batch_size for v in variants))
+    for v in variants:
+        if v.batch_size % micro:
+            raise ConfigError(f"micro_batch = {micro} does not divide batch_size = {v.batch_size}")
     updates = [num_train // v.batch_size for v in variants]
     active = tuple(u * v.batch_size // micro for u, v in zip(updates, variants))
     return Plan(model=model, micro_batch=micro, steps_per_epoch=max(active), active_steps=active,

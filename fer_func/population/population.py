@@ -22,7 +22,7 @@ from fer_func.config import VariantConfig
 from fer_func.data.dataset import FERData
 from fer_func.optim import schedules
 from fer_func.population.evaluate import make_eval_chunk, per_class
-from fer_func.population.plan import make_plan
+from fer_func.population.plan import Plan, make_plan
 from fer_func.population.step import DATA_STREAM, INIT_STREAM, NOISE_STREAM, make_train_step
 
 MEAN, STD = 0.5, 0.25  # fixed input normalisation: x in [0, 1] -> roughly zero mean, unit scale
@@ -37,13 +37,13 @@ def class_weights(labels: torch.Tensor, num_classes: int = 7) -> torch.Tensor:
 
 class Population:
     def __init__(self, variants: list[VariantConfig], data: FERData, *, device="cpu", dtype=torch.float32,
-                 compile: bool = True, mode: str = "vmap", eval_chunk: int = 512):
+                 compile: bool = True, mode: str = "vmap", eval_chunk: int = 512, micro_batch: int | None = None):
         if mode not in ("vmap", "loop"):
             raise ValueError(f"mode = {mode!r}: must be 'vmap' or 'loop'")
         self.variants, self.device, self.dtype, self.mode = list(variants), torch.device(device), dtype, mode
         self.data = data.to(self.device)
         self.train_x, self.train_y = self.data.split("train")
-        self.plan = make_plan(self.variants, int(self.train_y.shape[0]))
+        self.plan = make_plan(self.variants, int(self.train_y.shape[0]), micro_batch)
         self.model = self.plan.model
         self.class_weight = class_weights(self.train_y).to(dtype)
         self.optimizers = optim.from_configs([v.optimizer for v in self.variants])
@@ -51,16 +51,11 @@ class Population:
         self.history: list[dict] = []
         self.timing = {"compile_s": 0.0, "step_s": 0.0, "steps": 0}
         self._build_state()
-        step = make_train_step(self.plan, self.optimizers[0].update, MEAN, STD, dtype)
-        evalc = make_eval_chunk(self.plan, MEAN, STD, dtype, eval_chunk)
+        rules = tuple(dict.fromkeys(v.optimizer.rule for v in self.variants))
+        p = self.plan
+        self._step, self._eval = _programs(p.model, p.micro_batch, p.accumulate, p.augment, rules, dtype, mode,
+                                           compile, eval_chunk, self.optimizers[0].update)
         self.eval_chunk_size = eval_chunk
-        if mode == "vmap":
-            step = torch.func.vmap(step, in_dims=(0, 0, None, None, None, 0, None))
-            evalc = torch.func.vmap(evalc, in_dims=(0, 0, None, None, None, None))
-        if compile:
-            step = torch.compile(step, fullgraph=True, dynamic=False)
-            evalc = torch.compile(evalc, fullgraph=True, dynamic=False)
-        self._step, self._eval = step, evalc
         self._js = torch.arange(self.plan.steps_per_epoch, device=self.device)
 
     # --- state ---------------------------------------------------------------------------------
@@ -98,8 +93,16 @@ class Population:
                      "epoch": torch.full((len(self.variants),), -1, dtype=torch.int64, device=self.device)}
 
     def member(self, i: int) -> dict:
-        """Variant ``i``'s carried state, exactly what a solo run of it would hold."""
-        return tree.clone(tree.index(self.carry, i))
+        """Variant ``i``'s carried state, exactly what a solo run of it would hold.
+
+        In a mixed-optimizer population the state is a ``select`` over rules; the member keeps only
+        its active rule's state, which is what a solo run with that optimizer carries.
+        """
+        m = tree.clone(tree.index(self.carry, i))
+        opt = m["opt_state"]
+        if "choices" in opt:
+            m["opt_state"] = opt["choices"][str(int(opt["index"]))]
+        return m
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """(K, N) data order of every variant for ``epoch`` (a function of seed and epoch only)."""
@@ -108,7 +111,8 @@ class Population:
 
     # --- training ------------------------------------------------------------------------------
 
-    def _run_step(self, perm, j):
+    def step(self, perm: torch.Tensor, j: torch.Tensor):
+        """One compiled micro-step of every variant (``perm`` from :meth:`epoch_order`, ``j`` a 0-d tensor)."""
         if self.mode == "vmap":
             self.carry = self._step(self.carry, self.hp, self.train_x, self.train_y, self.class_weight, perm, j)
         else:
@@ -123,11 +127,11 @@ class Population:
         for j in range(self.plan.steps_per_epoch):
             if self.timing["steps"] == 0 and j == 0:
                 t = time.perf_counter()
-                self._run_step(perm, self._js[j])
+                self.step(perm, self._js[j])
                 self._sync()
                 self.timing["compile_s"] = time.perf_counter() - t
             else:
-                self._run_step(perm, self._js[j])
+                self.step(perm, self._js[j])
             self.timing["steps"] += 1
             if progress is not None:
                 progress(j + 1)
@@ -213,3 +217,35 @@ class Population:
         self.timing["steps"] = 0  # the first step after a resume compiles again
         self.carry = tree.to(sd["carry"], self.device)
         self.best = tree.to(sd["best"], self.device)
+
+
+_PROGRAMS: dict = {}
+
+
+def _programs(model, micro_batch, accumulate, augment, rules, dtype, mode, compile, eval_chunk, update):
+    """The (compiled) step and eval functions, cached by static structure only.
+
+    Populations that differ only in numbers (learning rates, seeds, schedules, batch sizes with the
+    same micro-batch) get the very same compiled function back, so building a new grid never
+    recompiles. ``update`` is not part of the key: it reads every value from the state, and
+    optimizers with equal ``rules`` run the same code.
+    """
+    key = (model, micro_batch, accumulate, augment, rules, dtype, mode, compile, eval_chunk)
+    if key not in _PROGRAMS:
+        _PROGRAMS[key] = _build_programs(model, micro_batch, accumulate, augment, dtype, mode, compile, eval_chunk,
+                                         update)
+    return _PROGRAMS[key]
+
+
+def _build_programs(model, micro_batch, accumulate, augment, dtype, mode, compile, eval_chunk, update):
+    plan = Plan(model=model, micro_batch=micro_batch, steps_per_epoch=0, active_steps=(), accumulate=accumulate,
+                augment=augment, epochs=0, num_train=0)
+    step = make_train_step(plan, update, MEAN, STD, dtype)
+    evalc = make_eval_chunk(plan, MEAN, STD, dtype, eval_chunk)
+    if mode == "vmap":
+        step = torch.func.vmap(step, in_dims=(0, 0, None, None, None, 0, None))
+        evalc = torch.func.vmap(evalc, in_dims=(0, 0, None, None, None, None))
+    if compile:
+        step = torch.compile(step, fullgraph=True, dynamic=False)
+        evalc = torch.compile(evalc, fullgraph=True, dynamic=False)
+    return step, evalc

@@ -1,0 +1,233 @@
+"""The population engine: K variants in one vmapped step equal K solo runs, and solo runs equal torch.nn + torch.optim.
+
+Everything runs in float64 on tiny random data, so "equal" means torch.testing.assert_close's float64
+defaults (rtol 1e-7, atol 1e-7) after whole epochs of training, and "bit-identical" means torch.equal.
+"""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from fer_func import tree
+from fer_func.config import AugmentConfig, ModelConfig, OptimizerConfig, ScheduleConfig, VariantConfig
+from fer_func.data.dataset import FERData
+from fer_func.population import Population
+from fer_func.population.population import MEAN, STD
+
+F64 = torch.float64
+
+
+def random_data(n_train=96, n_eval=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    def split(n):
+        return torch.randint(0, 256, (n, 48, 48), dtype=torch.uint8, generator=g), torch.randint(0, 7, (n,), generator=g)
+    (tx, ty), (vx, vy), (sx, sy) = split(n_train), split(n_eval), split(n_eval)
+    return FERData(images={"train": tx, "val": vx, "test": sx}, labels={"train": ty, "val": vy, "test": sy},
+                   source="random")
+
+
+SMALL_CNN = ModelConfig("simple_cnn", {"channels": [3, 4], "fc": [8]})
+SMALL_BN = ModelConfig("regularized_cnn", {"channels": [3, 4], "convs_per_block": 1, "fc": [8],
+                                          "dropout_conv": 0.0, "dropout_fc": 0.0})
+BASE = VariantConfig(model=SMALL_CNN, epochs=2, batch_size=16)
+OPTIMIZERS = [OptimizerConfig("sgd", lr=0.05, momentum=0.9, weight_decay=1e-3),
+              OptimizerConfig("adam", lr=3e-3, weight_decay=1e-3),
+              OptimizerConfig("rmsprop", lr=1e-3, momentum=0.5),
+              OptimizerConfig("adamw", lr=2e-3, weight_decay=1e-2)]
+SCHEDULES = [ScheduleConfig("constant"), ScheduleConfig("cosine"), ScheduleConfig("plateau", patience=0),
+             ScheduleConfig("cosine", unit="step")]
+
+
+def mixed_variants(model=SMALL_CNN):
+    return [BASE.replace(model=model, optimizer=o, schedule=s, seed=i % 2)
+            for i, (o, s) in enumerate(zip(OPTIMIZERS, SCHEDULES))]
+
+
+def train(variants, data, epochs=2, **kw):
+    pop = Population(variants, data, dtype=F64, compile=kw.pop("compile", False), **kw)
+    records = [pop.train_epoch() for _ in range(epochs)]
+    return pop, records
+
+
+STATE = ("params", "model_state", "opt_state", "sched", "metrics", "diverged", "step")
+
+
+def assert_same_member(pop, i, solo, j=0, exact=False, keys=STATE):
+    a, b = pop.member(i), solo.member(j)
+    for k in keys:
+        if exact:
+            assert all(torch.equal(x, y) for x, y in zip(tree.leaves(a[k]), tree.leaves(b[k]))), k
+        else:
+            torch.testing.assert_close(a[k], b[k], msg=lambda m: f"{k}: {m}")
+
+
+def test_population_equals_separate_solo_runs():
+    data = random_data()
+    variants = mixed_variants()
+    pop, records = train(variants, data)
+    for i, v in enumerate(variants):
+        # A solo run is a population of one: no select() over other rules, no neighbours.
+        solo, solo_records = train([v], data)
+        assert_same_member(pop, i, solo)
+        for r, s in zip(records, solo_records):
+            for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+                torch.testing.assert_close(torch.as_tensor(r[key][i]), torch.as_tensor(s[key][0]))
+
+
+def test_vmap_equals_loop_bit_for_bit_structure_and_values():
+    data = random_data()
+    variants = mixed_variants(SMALL_BN)
+    vm, _ = train(variants, data, mode="vmap")
+    lp, _ = train(variants, data, mode="loop")
+    for i in range(len(variants)):
+        assert_same_member(vm, i, lp, i)
+
+
+def _reference_run(v: VariantConfig, pop: Population, data, epochs: int):
+    """torch.nn reference module + torch.optim + lr_scheduler on the population's own data order."""
+    model = pop.model
+    module = model.reference().to(F64)
+    init_pop = Population([v], data, dtype=F64, compile=False)
+    module.load_state_dict(model.to_state_dict(*(tree.index(init_pop.carry[k], 0) for k in ("params", "model_state"))))
+    o = v.optimizer
+    opt = {"sgd": lambda p: torch.optim.SGD(p, lr=o.lr, momentum=o.momentum, dampening=o.dampening,
+                                            nesterov=o.nesterov, weight_decay=o.weight_decay),
+           "adam": lambda p: torch.optim.Adam(p, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay),
+           "adamw": lambda p: torch.optim.AdamW(p, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay),
+           "rmsprop": lambda p: torch.optim.RMSprop(p, lr=o.lr, alpha=o.alpha, eps=o.eps, weight_decay=o.weight_decay,
+                                                    momentum=o.momentum, centered=o.centered)}[o.name](module.parameters())
+    x_all, y_all = data.split("train")
+    n_batches = len(y_all) // v.batch_size
+    for epoch in range(epochs):
+        order = init_pop.epoch_order(epoch)[0]
+        module.train()
+        for b in range(n_batches):
+            idx = order[b * v.batch_size:(b + 1) * v.batch_size]
+            x = (x_all[idx].unsqueeze(1).to(F64) / 255.0 - MEAN) / STD
+            loss = torch.nn.functional.cross_entropy(module(x), y_all[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return module, opt
+
+
+@pytest.mark.parametrize("opt_index", range(4))
+def test_solo_functional_run_equals_torch_nn_and_torch_optim(opt_index):
+    data = random_data()
+    v = BASE.replace(model=SMALL_BN, optimizer=OPTIMIZERS[opt_index], seed=3)
+    pop, _ = train([v], data)
+    module, opt = _reference_run(v, pop, data, epochs=2)
+    params, state = pop.model.from_state_dict(module.state_dict())
+    member = pop.member(0)
+    torch.testing.assert_close(member["params"], params)
+    torch.testing.assert_close(member["model_state"], state)  # BN running stats and num_batches_tracked
+
+
+def test_batch_size_population_equals_solo_runs_without_bn():
+    data = random_data(n_train=100)
+    variants = [BASE.replace(batch_size=b, optimizer=OPTIMIZERS[1]) for b in (8, 16, 32)]
+    pop, _ = train(variants, data)
+    assert pop.plan.micro_batch == 8 and pop.plan.accumulate
+    # Epochs: floor(100/8)*1=12, floor(100/16)*2=12, floor(100/32)*4=12 micro-steps -- no waste here.
+    for i, v in enumerate(variants):
+        solo, _ = train([v], data)          # micro-batch = its own batch size: no accumulation at all
+        assert solo.plan.micro_batch == v.batch_size
+        # "step" counts micro-steps (it keys the dropout/augmentation streams), so it differs by design.
+        assert_same_member(pop, i, solo, keys=tuple(k for k in STATE if k != "step"))
+        module, _ = _reference_run(v, pop, data, epochs=2)
+        torch.testing.assert_close(pop.member(i)["params"], pop.model.from_state_dict(module.state_dict())[0])
+
+
+def test_batch_size_population_with_bn_is_ghost_batch_norm_over_micro_batches():
+    data = random_data(n_train=100)
+    variants = [BASE.replace(model=SMALL_BN, batch_size=b) for b in (8, 32)]
+    pop, _ = train(variants, data)
+    # With BatchNorm, a variant of batch 32 normalises each 8-sample micro-batch by its own statistics
+    # (ghost batch norm, running stats updated per micro-batch): exactly a solo run with micro_batch=8.
+    ghost, _ = train([variants[1]], data, micro_batch=8)
+    assert_same_member(pop, 1, ghost)
+    # ... and it is not the same as true batch norm over all 32 samples.
+    plain, _ = train([variants[1]], data)
+    assert not torch.allclose(pop.member(1)["params"]["classifier.out.weight"],
+                              plain.member(0)["params"]["classifier.out.weight"])
+
+
+def test_waste_of_the_batch_size_study_is_small():
+    from fer_func.population import make_plan
+    variants = [BASE.replace(batch_size=b) for b in (16, 32, 64, 128, 256)]
+    plan = make_plan(variants, 28709)
+    assert plan.micro_batch == 16 and plan.steps_per_epoch == 1794
+    assert plan.active_steps == (1794, 1794, 1792, 1792, 1792)
+    assert plan.waste < 0.001
+
+
+def test_diverging_variant_is_isolated_bit_for_bit():
+    data = random_data()
+    sane = [BASE.replace(optimizer=OPTIMIZERS[1]), BASE.replace(optimizer=OPTIMIZERS[0])]
+    wild = BASE.replace(optimizer=OptimizerConfig("sgd", lr=1e12))
+    calm = BASE.replace(optimizer=OptimizerConfig("sgd", lr=1e-3))
+    with_wild, rec = train([sane[0], wild, sane[1]], data)
+    with_calm, _ = train([sane[0], calm, sane[1]], data)
+    assert rec[-1]["diverged"].tolist() == [False, True, False]
+    wild_member = with_wild.member(1)
+    assert wild_member["diverged_step"] >= 0
+    assert all(torch.isfinite(x).all() for x in tree.leaves(wild_member["params"]))  # frozen before the blow-up
+    for i in (0, 2):
+        assert_same_member(with_wild, i, with_calm, i, exact=True)
+
+
+def test_same_seed_shares_data_order_and_init_different_seed_does_not():
+    data = random_data()
+    variants = [BASE.replace(seed=0), BASE.replace(seed=0, optimizer=OPTIMIZERS[0]), BASE.replace(seed=1)]
+    pop = Population(variants, data, dtype=F64, compile=False)
+    order = pop.epoch_order(0)
+    assert torch.equal(order[0], order[1]) and not torch.equal(order[0], order[2])
+    assert not torch.equal(order[0], pop.epoch_order(1)[0])
+    p = pop.carry["params"]["features.0.conv1.weight"]
+    assert torch.equal(p[0], p[1]) and not torch.equal(p[0], p[2])
+
+
+def test_best_epoch_params_are_kept_and_finish_reports_metrics():
+    data = random_data()
+    pop, records = train(mixed_variants(), data, epochs=3)
+    val = torch.tensor(np.array([r["val_acc"] for r in records]))  # (epochs, K)
+    best_epoch = val.argmax(0)  # first maximum, as the engine only replaces on strict improvement
+    assert pop.best["epoch"].tolist() == best_epoch.tolist()
+    final = pop.finish()
+    for i, f in enumerate(final):
+        torch.testing.assert_close(f["val_acc"], float(val[best_epoch[i], i]))
+        assert sum(map(sum, f["confusion"])) == 40
+        assert len(f["per_class"]["f1"]) == 7
+
+
+def test_checkpoint_resume_equals_uninterrupted():
+    data = random_data()
+    variants = mixed_variants(SMALL_BN)
+    full, _ = train(variants, data, epochs=2)
+    first, _ = train(variants, data, epochs=1)
+    sd = copy.deepcopy(first.state_dict())
+    resumed = Population(variants, data, dtype=F64, compile=False)
+    resumed.load_state_dict(sd)
+    resumed.train_epoch()
+    for i in range(len(variants)):
+        assert_same_member(full, i, resumed, i, exact=True)
+
+
+def test_augmentation_switches_per_variant_and_compiled_equals_eager_without_recompiles():
+    data = random_data(n_train=64)
+    aug = AugmentConfig(enabled=True)
+    variants = [BASE.replace(augment=aug, optimizer=OPTIMIZERS[1]), BASE.replace(optimizer=OPTIMIZERS[1]),
+                BASE.replace(augment=aug, optimizer=OPTIMIZERS[1], seed=1)]
+    eager, eager_rec = train(variants, data)
+    compiled, comp_rec = train(variants, data, compile=True, epochs=1)
+    # After the first compile, nothing may recompile: not a new epoch, not a new grid of values.
+    with torch.compiler.set_stance("fail_on_recompile"):
+        comp_rec.append(compiled.train_epoch())
+        other = [v.replace(optimizer=OptimizerConfig("adam", lr=1e-2 * (i + 1)), seed=5 + i) for i, v in enumerate(variants)]
+        again, _ = train(other, data, compile=True, epochs=1)
+    for i in range(len(variants)):
+        assert_same_member(eager, i, compiled, i)
+    # The non-augmented variant differs from the augmented one with the same seed.
+    w = "features.0.conv1.weight"
+    assert not torch.allclose(eager.member(0)["params"][w], eager.member(1)["params"][w])
