@@ -21,6 +21,9 @@ class BenchOptions:
     batch: int | None = None           # per-variant batch size; None = the bench's default
     steps: int | None = None           # timed steps per measurement; None = the bench's default
     json: Path | None = None           # also write the results here
+    impls: tuple[str, ...] = ()        # implementations to time; empty = all (fer_func.bench.impls.IMPLS)
+    bf16: bool = False                 # time under bf16 autocast (a GPU option; float32 otherwise)
+    channels_last: bool = False        # sequential models and inputs in channels-last layout
 
 
 @dataclass(frozen=True)
