@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.func import grad_and_value
 
 from fer_func import optim, prng, tree
+from fer_func.data.augment import augment
 from fer_func.optim import schedules
 from fer_func.population.plan import Plan
 
@@ -59,8 +60,7 @@ def make_train_step(plan: Plan, update, mean: float, std: float, dtype: torch.dt
         x, y = gather_batch(images, labels, perm, j, m, dtype)
         aug_key, drop_key = prng.split(prng.fold_in(carry["noise_key"], carry["step"])).unbind(0)
         if plan.augment is not None:
-            from fer_func.data import augment
-            x = torch.where(hp["augment"], augment.augment(aug_key, x, plan.augment), x)
+            x = torch.where(hp["augment"], augment(aug_key, x, plan.augment), x)
         x = normalize(x, mean, std)
         weight = torch.where(hp["class_weighted"], class_weight[y], torch.ones_like(class_weight[y]))
 
