@@ -1,0 +1,86 @@
+"""``main(options)``: what ``runner.py --bench`` calls. ``run(...)`` is the same without the CLI options object."""
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from fer_func.bench import impls, malloc, report
+from fer_func.bench.measure import time_steps
+
+DEFAULT_MODELS = ("mlp", "simple_cnn", "regularized_cnn")
+DEFAULT_K = (1, 2, 4, 8)
+DEFAULT_BATCH = 64
+DEFAULT_STEPS = 10
+
+
+def machine(device: torch.device) -> dict:
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {"host_cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "cpu": platform.processor() or platform.machine(), "gpu": gpu,
+            "malloc": malloc.describe(), "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def bench_data(batch: int, steps: int):
+    """Synthetic FER with enough training images for the timed steps (wrapping is harmless)."""
+    from fer_func.data.synthetic import generate
+    n = min(max(batch * (steps + 4), 2 * batch), max(4096, 2 * batch))
+    return generate(seed=0, sizes=(n, 8, 8))
+
+
+def run(models=DEFAULT_MODELS, ks=DEFAULT_K, batch=DEFAULT_BATCH, steps=DEFAULT_STEPS, device="cpu",
+        impl_names=impls.IMPLS, bf16=False, channels_last=False, json_path: Path | None = None,
+        warmup: int = 2, echo=print) -> list[dict]:
+    device = torch.device(device)
+    data = bench_data(batch, steps + warmup + 1)
+    meta = machine(device)
+    echo(f"# {meta['date']}  device {device}{' ' + meta['gpu'] if meta['gpu'] else ''}  threads {meta['threads']} "
+         f"(cpus {meta['host_cpus']})  torch {meta['torch']}  malloc: {meta['malloc']}  batch {batch}  "
+         f"{steps} timed steps{'  bf16 autocast' if bf16 else ''}{'  channels-last' if channels_last else ''}")
+    echo(report.header())
+    rows = []
+    for model in models:
+        for k in ks:
+            setup = impls.Setup(model=model, k=k, batch=batch, data=data, device=device, channels_last=channels_last)
+            for impl in impl_names:
+                torch._dynamo.reset()  # every measurement pays its own compile: compile_s is comparable
+                r = time_steps(lambda: impls.build(impl, setup), device, steps=steps, warmup=warmup,
+                               autocast=torch.bfloat16 if bf16 else None)
+                gc.collect()
+                r |= {"model": model, "k": k, "batch": batch, "device": str(device), "impl": impl,
+                      "variant_samples_per_s": k * batch / r["step_s"], "threads": meta["threads"],
+                      "bf16": bf16, "channels_last": channels_last, "dtype": "float32"}
+                rows.append(r)
+                report.add_speedups(rows)
+                echo(report.line(r))
+    sat = report.saturation(rows)
+    if sat:
+        echo("saturation (smallest K within 10% of the best population throughput): "
+             + ", ".join(f"{m} K={k}" for m, k in sat.items()))
+    if json_path is not None:
+        report.write_json(rows, Path(json_path), meta | {"saturation": sat})
+        report.plot(rows, Path(json_path).with_suffix(".png"))
+        echo(f"wrote {json_path} and {Path(json_path).with_suffix('.png')}")
+    return rows
+
+
+def main(options) -> int:
+    """Entry point of ``runner.py --bench`` (options: fer_func.study.options.RunOptions)."""
+    from fer_func.study.options import resolve_device
+
+    device = resolve_device(options.device)
+    if device.type == "cpu" and Path(sys.argv[0]).name == "runner.py":
+        malloc.reexec_tuned()  # a no-op once the environment is set (or FER_FUNC_MALLOC=system)
+    b = options.bench
+    names = tuple(getattr(b, "impls", ()) or impls.IMPLS)
+    if not options.compile:
+        names = tuple(n for n in names if n not in ("population", "sequential_compiled"))
+    run(models=b.models or DEFAULT_MODELS, ks=b.k or DEFAULT_K, batch=b.batch or DEFAULT_BATCH,
+        steps=b.steps or DEFAULT_STEPS, device=device, impl_names=names, bf16=getattr(b, "bf16", False),
+        channels_last=getattr(b, "channels_last", False), json_path=b.json)
+    return 0
