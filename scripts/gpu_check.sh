@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# GPU benchmark matrix for a fresh CUDA box (torch 2.11, no wandb): writes json/png/log under $OUT.
+# Every part has its own timeout so the whole script ends well inside 8 minutes even if a compile
+# is slow (parts sum to 405 s + kill grace); a part that times out leaves the rows it printed in its log. Run from the repo root:
+#     OUT=/tmp/out bash scripts/gpu_check.sh
+set -u
+OUT=${OUT:-gpu_out}
+mkdir -p "$OUT"
+LOG="$OUT/gpu_check.log"
+exec > >(tee -a "$LOG") 2>&1
+export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
+T0=$(date +%s)
+part() {  # part NAME SECONDS ARGS...: one runner.py --bench call with a hard timeout
+  local name=$1 secs=$2; shift 2
+  echo "=== $name (timeout ${secs}s, at $(( $(date +%s) - T0 ))s)"
+  timeout -k 10 "$secs" python runner.py --bench --device cuda --json "$OUT/$name.json" "$@" \
+    || echo "=== $name ended with status $? (124 = timed out)"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+
+# 1. The headline: simple_cnn, population vs sequential at K = 1, 8, 32 (targets >= 6x at 8, >= 15x at 32).
+part simple_cnn 150 --models simple_cnn --k 1,8,32 --steps 20 --impls sequential,population
+# 2. regularized_cnn at K = 8 (target >= 4x) and the mlp.
+part regularized_mlp 90 --models regularized_cnn,mlp --k 8 --steps 20 --impls sequential,population
+# 3. Measured options: bf16 autocast, and channels-last for the torch.nn baseline (+ its compiled twin).
+part simple_cnn_bf16 70 --models simple_cnn --k 8,32 --steps 20 --impls sequential,population --bf16
+part simple_cnn_channels_last 50 --models simple_cnn --k 8 --steps 20 --impls sequential,sequential_compiled --channels-last
+# 4. The benchmark's own test (CPU, tiny).
+echo "=== tests (at $(( $(date +%s) - T0 ))s)"
+timeout -k 5 45 python -m pytest tests/test_bench.py -q -x || echo "=== tests ended with status $?"
+echo "=== done in $(( $(date +%s) - T0 ))s; files:"
+ls -la "$OUT"
