@@ -47,7 +47,7 @@ class Population:
         self.model = self.plan.model
         self.class_weight = class_weights(self.train_y).to(dtype)
         self.optimizers = optim.from_configs([v.optimizer for v in self.variants])
-        self.epoch = 0
+        self.epoch, self.step_in_epoch, self._epoch_s = 0, 0, 0.0
         self.history: list[dict] = []
         self.timing = {"compile_s": 0.0, "step_s": 0.0, "steps": 0}
         self._build_state()
@@ -120,12 +120,20 @@ class Population:
                                self.class_weight, perm[i], j) for i in range(len(self.variants))]
             self.carry = tree.stack(outs)
 
-    def train_epoch(self, progress: Callable[[int], None] | None = None) -> dict:
-        """One epoch of every variant; returns per-variant numpy metrics (one host sync)."""
+    def train_epoch(self, progress: Callable[[int], None] | None = None,
+                    stop: Callable[[], bool] | None = None) -> dict | None:
+        """One epoch of every variant; returns per-variant numpy metrics (one host sync).
+
+        ``stop()`` is polled after each step; when it says so the epoch pauses there and ``None`` is
+        returned. The position is part of :meth:`state_dict`, so a checkpoint taken then resumes
+        mid-epoch exactly (same data order, same keys, same metric sums).
+        """
         t0 = time.perf_counter()
+        if self.timing["steps"] == 0:
+            self._first_epoch = self.epoch
         perm = self.epoch_order(self.epoch)
-        for j in range(self.plan.steps_per_epoch):
-            if self.timing["steps"] == 0 and j == 0:
+        for j in range(self.step_in_epoch, self.plan.steps_per_epoch):
+            if self.timing["steps"] == 0:
                 t = time.perf_counter()
                 self.step(perm, self._js[j])
                 self._sync()
@@ -133,10 +141,16 @@ class Population:
             else:
                 self.step(perm, self._js[j])
             self.timing["steps"] += 1
+            self.step_in_epoch = j + 1
             if progress is not None:
                 progress(j + 1)
+            if stop is not None and stop() and j + 1 < self.plan.steps_per_epoch:
+                self._sync()
+                self._epoch_s += time.perf_counter() - t0
+                return None
         self._sync()
-        train_s = time.perf_counter() - t0
+        train_s = self._epoch_s + time.perf_counter() - t0
+        self.step_in_epoch, self._epoch_s = 0, 0.0
         return self._end_epoch(train_s)
 
     def _sync(self):
@@ -165,7 +179,10 @@ class Population:
                   "diverged": diverged, "epoch_s": train_s}
         self.history.append(record)
         self.epoch += 1
-        self.timing["step_s"] = train_s / self.plan.steps_per_epoch
+        # Steady-state step time: the first step of a process includes compilation (reported apart).
+        compiled_here = self.epoch == self._first_epoch
+        steps = self.plan.steps_per_epoch - compiled_here
+        self.timing["step_s"] = (train_s - compiled_here * self.timing["compile_s"]) / max(steps, 1)
         return record
 
     # --- evaluation ----------------------------------------------------------------------------
@@ -209,12 +226,15 @@ class Population:
     # --- checkpoints ---------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "carry": self.carry, "best": self.best, "history": self.history,
-                "timing": dict(self.timing)}
+        """Everything needed to continue exactly: tensors, plain numbers and lists (``weights_only`` loadable)."""
+        history = [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()} for r in self.history]
+        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "epoch_s": self._epoch_s,
+                "carry": self.carry, "best": self.best, "history": history, "timing": dict(self.timing)}
 
     def load_state_dict(self, sd: dict):
-        self.epoch, self.history, self.timing = sd["epoch"], list(sd["history"]), dict(sd["timing"])
-        self.timing["steps"] = 0  # the first step after a resume compiles again
+        self.epoch, self.step_in_epoch, self._epoch_s = sd["epoch"], sd["step_in_epoch"], sd["epoch_s"]
+        self.history = [{k: (np.asarray(v) if isinstance(v, list) else v) for k, v in r.items()} for r in sd["history"]]
+        self.timing = {**sd["timing"], "steps": 0}  # the first step after a resume compiles again
         self.carry = tree.to(sd["carry"], self.device)
         self.best = tree.to(sd["best"], self.device)
 

@@ -137,6 +137,7 @@ def main(argv=None) -> int:
     except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; continue with --resume RUN_DIR", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # run.Interrupted carries the exact resume command once a checkpoint is written.
+        print(str(e) or "interrupted; continue with --resume RUN_DIR", file=sys.stderr)
         return 130

@@ -97,6 +97,15 @@ def write_run(run_dir, results: dict) -> list[Path]:
     return paths
 
 
+def write_progress(run_dir, results: dict) -> list[Path]:
+    """Mid-run: results.json and metrics.csv only (summary.md and plots need every variant's ``final``)."""
+    run_dir = Path(run_dir)
+    paths = [run_dir / "results.json", run_dir / "metrics.csv"]
+    atomic_write(paths[0], json.dumps(_clean(results), indent=1).encode())
+    atomic_write(paths[1], metrics_csv(results).encode())
+    return paths
+
+
 def metrics_csv(results: dict) -> str:
     hkeys = list(dict.fromkeys(k for v in results["variants"] for k in v["hparams"]))
     buf = io.StringIO()

@@ -73,6 +73,15 @@ class Tracker:
         for run, record in zip(self.runs, records):
             run.log({k: x for k, x in record.items() if x is not None})
 
+    def log_epoch_by_id(self, records: dict) -> None:
+        """Like :meth:`log_epoch` for some variants only (one population of several), keyed by variant id."""
+        if not self.enabled:
+            return
+        for run in self.runs:
+            record = records.get(run.config["variant_id"])
+            if record is not None:
+                run.log({k: x for k, x in record.items() if x is not None})
+
     def finish(self, results: dict) -> None:
         """Confusion matrix, per-class table and summary values for each variant, then close the runs."""
         if not self.enabled:

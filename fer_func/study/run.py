@@ -1,0 +1,158 @@
+"""Run what a :class:`~fer_func.study.options.RunOptions` asks for: populations, progress, report, W&B, resume.
+
+    variants -> populations (shared architecture) -> for each: epochs of one compiled step
+             -> per epoch: metrics.csv/results.json/summary.md, W&B log, an atomic checkpoint
+             -> at the end: best-epoch test metrics, plots, W&B confusion matrix
+
+A run directory is self-contained: ``config.toml`` (written first) says what to train and
+``checkpoints/population-N.pt`` where each population stands, so ``--resume RUN_DIR`` continues an
+interrupted run and ends with the same numbers as an uninterrupted one (timings aside). Ctrl-C
+finishes the current step, checkpoints, and says how to resume.
+"""
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fer_func import data as fer_data
+from fer_func.population import Population
+from fer_func.study import checkpoint, experiments, report
+from fer_func.study.options import RunOptions, resolve_device
+from fer_func.study.tracking import Tracker
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C after a checkpoint was written; the CLI prints how to resume."""
+
+
+class _StopFlag:
+    """SIGINT sets a flag the training loop polls after each step, instead of killing the step."""
+
+    def __init__(self):
+        self.set = False
+
+    def __enter__(self):
+        self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, *_):
+        if self.set:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+def _label(options: RunOptions) -> str:
+    return options.study or options.experiment or ("all" if options.all else "run")
+
+
+def _epoch_records(record: dict, i: int) -> dict:
+    return {k: (None if k == "epoch_s" else float(record[k][i])) if k != "epoch" else int(record["epoch"])
+            for k in report.EPOCH_KEYS} | {"epoch_s": float(record["epoch_s"])}
+
+
+def _load_data(options: RunOptions):
+    data = fer_data.load(options.data)
+    return data.limit_train(options.train_limit)
+
+
+def run(options: RunOptions) -> Path:
+    started = time.perf_counter()
+    variants = experiments.plan(options)
+    device = resolve_device(options.device)
+    data = _load_data(options)
+    experiments.check_dataset(variants, int(data.labels["train"].shape[0]))
+    groups = experiments.populations(variants)
+
+    if options.resume is not None:
+        run_dir = Path(options.resume)
+    else:
+        run_dir = report.new_run_dir(options.out, _label(options))
+        report.write_config(run_dir, variants)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    print(f"data: {data.describe()}  device: {device}  run directory: {run_dir}")
+
+    ids = {id(v): experiments.variant_id(v) for v in variants}
+    results = {"variants": [], "timing": {"compile_s": 0.0, "step_s": 0.0, "wall_s": 0.0}}
+    entries = {}
+    for v in variants:
+        entry = {"id": ids[id(v)], "hparams": dict(v.hparams), "seed": v.seed, "diverged": False,
+                 "param_count": 0, "epochs": [], "final": None}
+        results["variants"].append(entry)
+        entries[id(v)] = entry
+
+    with Tracker(options.wandb, run_dir, group=run_dir.name) as tracker, _StopFlag() as stop:
+        pops = []
+        for g, group in enumerate(groups):
+            pop = Population(group, data, device=device, compile=options.compile)
+            for v in group:
+                entries[id(v)]["param_count"] = pop.model.param_count
+            pops.append(pop)
+        tracker.start([v for group in groups for v in group],
+                      [entries[id(v)]["param_count"] for group in groups for v in group])
+        order = [entries[id(v)] for group in groups for v in group]
+        results["variants"] = order  # the report and W&B list variants in population order
+
+        for g, (group, pop) in enumerate(zip(groups, pops)):
+            ckpt = run_dir / "checkpoints" / f"population-{g}.pt"
+            if ckpt.exists():
+                pop.load_state_dict(checkpoint.load(ckpt, map_location=device))
+                for e in pop.history:  # replay the finished epochs into the report and W&B
+                    _record_epoch(e, group, entries, tracker)
+            _train(pop, group, g, len(groups), entries, tracker, stop, ckpt, run_dir, results)
+            for v, final in zip(group, pop.finish()):
+                entries[id(v)]["final"] = {k: final[k] for k in ("train_acc", "val_acc", "test_acc", "best_epoch",
+                                                                  "gap", "per_class", "confusion")}
+                entries[id(v)]["diverged"] = final["diverged"]
+            t = results["timing"]
+            t["compile_s"] += pop.timing["compile_s"]
+            t["step_s"] = max(t["step_s"], pop.timing["step_s"])
+        results["timing"]["wall_s"] = time.perf_counter() - started
+        tracker.finish(results)
+    report.write_run(run_dir, results)
+    print((run_dir / "summary.md").read_text())
+    return run_dir
+
+
+def _record_epoch(record, group, entries, tracker):
+    rows = {}
+    for i, v in enumerate(group):
+        row = _epoch_records(record, i)
+        entries[id(v)]["epochs"].append(row)
+        entries[id(v)]["diverged"] = bool(record["diverged"][i])
+        rows[entries[id(v)]["id"]] = row
+    tracker.log_epoch_by_id(rows)
+
+
+def _train(pop, group, g, n_groups, entries, tracker, stop, ckpt, run_dir, results):
+    plan = pop.plan
+    while pop.epoch < plan.epochs:
+        desc = f"pop {g + 1}/{n_groups} {plan.model.name} K={len(group)} epoch {pop.epoch + 1}/{plan.epochs}"
+        with tqdm(total=plan.steps_per_epoch, initial=pop.step_in_epoch, desc=desc, unit="step",
+                  dynamic_ncols=True, leave=True) as bar:
+            first, start = pop.timing["steps"] == 0, pop.step_in_epoch
+
+            def progress(done):
+                if first and done == start + 1:  # the first step includes torch.compile: show it apart
+                    bar.set_postfix_str(f"first step (compile) {pop.timing['compile_s']:.1f}s")
+                bar.update(done - bar.n)
+
+            record = pop.train_epoch(progress=progress, stop=lambda: stop.set)
+            if record is None:  # Ctrl-C mid-epoch
+                checkpoint.save(ckpt, pop.state_dict())
+                raise Interrupted(f"interrupted; checkpoint written. Resume with: python runner.py --resume {run_dir}")
+            best = float(record["val_acc"].max())
+            samples = plan.micro_batch * plan.steps_per_epoch * len(group)
+            bar.set_postfix_str(f"compile {pop.timing['compile_s']:.1f}s, {samples / record['epoch_s']:.0f} "
+                                f"variant-samples/s, best val {100 * best:.1f}%")
+        _record_epoch(record, group, entries, tracker)
+        checkpoint.save(ckpt, pop.state_dict())
+        report.write_progress(run_dir, results)
+        if stop.set:
+            raise Interrupted(f"interrupted; checkpoint written. Resume with: python runner.py --resume {run_dir}")
