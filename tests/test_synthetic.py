@@ -6,7 +6,7 @@ from fer_func.data.samples import main as samples_main
 from fer_func.data.samples import sample_grid
 from fer_func.data.synthetic import TRAIN_COUNTS, class_counts, generate
 
-SMALL = (700, 140, 140)
+SMALL = (300, 70, 70)
 
 
 def test_deterministic_and_chunk_independent(monkeypatch):

@@ -28,6 +28,9 @@ from fer_func.data.dataset import CLASS_NAMES, SPLITS, FERData
 
 TRAIN_COUNTS = (3995, 436, 4097, 7215, 4830, 3171, 4965)  # FER2013 Training: Disgust is rare
 CHUNK = 256  # images rendered at once: keeps every temporary (CHUNK, 48, 48) tensor in cache
+# Canonical-frame rows that can hold eye-region features (y < 0.42) and the mouth (y > -0.06),
+# with margins for the largest expressions and softest edges; see the bounds in draw_params.
+EYE_ROWS, MOUTH_ROW = 34, 22
 
 # Expression prototypes, one column per class (Angry, Disgust, Fear, Happy, Sad, Surprise, Neutral).
 # A sample is Neutral + intensity * (prototype - Neutral) + per-sample jitter (JITTER, in the same units).
@@ -92,39 +95,43 @@ def _segment(u, v, au, av, bu, bv, r, soft):
 def _face(p: dict, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """The face in its own upright, centred frame: (B, 2, H, W) of (shade, head coverage)."""
     soft = p["soft"]
-    au = u.abs()  # eyes and brows are mirror images
     head = _ellipse(u, v, 0.0, 0.08, 0.74 * p["face_w"], 0.98 + 0 * soft, soft)
     hair = _cover(v + (0.62 - p["hair_h"]) + 0.25 * u * u, soft)
     img = p["skin"] + hair * (p["hair"] - p["skin"])
 
+    # Eyes, brows, lines and nostrils live in the top EYE_ROWS rows and are mirror images: draw the
+    # right half there only and mirror it (a third of the pixels). The mouth lives below MOUTH_ROW.
+    ue, ve = u[..., 24:], v[:, :EYE_ROWS]
     ex, ey = p["eye_gap"], p["eye_y"]
     eye_rv = 0.065 * p["eye_open"].clamp(0.2, 2.2)
-    eye = _ellipse(au, v, ex, ey, 0.13 + 0 * soft, eye_rv, soft)
-    pupil = _ellipse(au, v, ex, ey, 0.055 + 0 * soft, eye_rv.clamp(max=0.055), soft)
+    eye = _ellipse(ue, ve, ex, ey, 0.13 + 0 * soft, eye_rv, soft)
+    pupil = _ellipse(ue, ve, ex, ey, 0.055 + 0 * soft, eye_rv.clamp(max=0.055), soft)
     tilt = p["brow_tilt"]
     by = ey - 0.05 - p["brow_raise"]
-    brow = _segment(au, v, ex - 0.17, by + tilt, ex + 0.16, by - 0.25 * tilt, p["brow_w"], soft)
-    furrow = _box((au - 0.05).abs() - 0.012, (v - ey + 0.115).abs() - 0.085, soft)
-    wrinkle = _box(au - 0.1, torch.minimum((v - ey - 0.06).abs(), (v - ey - 0.12).abs()) - 0.013, soft)
-    nostril = _ellipse(au, v, 0.075, p["mouth_y"] - 0.25, 0.04 + 0 * soft, 0.025 + 0 * soft, soft)
-    img = (img * (1 - 0.35 * eye) * (1 - 0.55 * pupil) * (1 - 0.7 * brow)
-           * (1 - 0.3 * p["furrow"].clamp(0, 1) * furrow)
-           * (1 - 0.3 * p["nose_wrinkle"].clamp(0, 1) * wrinkle) * (1 - 0.35 * nostril))
+    brow = _segment(ue, ve, ex - 0.17, by + tilt, ex + 0.16, by - 0.25 * tilt, p["brow_w"], soft)
+    furrow = _box((ue - 0.05).abs() - 0.012, (ve - ey + 0.115).abs() - 0.085, soft)
+    wrinkle = _box(ue - 0.1, torch.minimum((ve - ey - 0.06).abs(), (ve - ey - 0.12).abs()) - 0.013, soft)
+    nostril = _ellipse(ue, ve, 0.075, p["mouth_y"] - 0.25, 0.04 + 0 * soft, 0.025 + 0 * soft, soft)
+    half = ((1 - 0.35 * eye) * (1 - 0.55 * pupil) * (1 - 0.7 * brow)
+            * (1 - 0.3 * p["furrow"].clamp(0, 1) * furrow)
+            * (1 - 0.3 * p["nose_wrinkle"].clamp(0, 1) * wrinkle) * (1 - 0.35 * nostril))  # (B, EYE_ROWS, 24)
+    img = torch.cat([img[:, :EYE_ROWS] * torch.cat([half.flip(-1), half], -1), img[:, EYE_ROWS:]], 1)
 
     # Mouth: a centre line bent by the curve (and a sneer lifting one corner), lips around it, and an
     # opening whose half-height falls to zero at the corners. All but dv are per-column (B, 1, W).
+    vm = v[:, MOUTH_ROW:]
     mw = p["mouth_width"].clamp_min(0.08)
     t = (u / mw).clamp(-1.2, 1.2)
     centre = p["mouth_y"] - p["mouth_curve"] * (t * t) - p["sneer"] * (p["side"] * t).clamp_min(0) * t.abs()
     half_open = p["mouth_open"].clamp_min(0) * torch.sqrt((1 - t * t).clamp_min(0))
     inside = torch.sigmoid((1 - t.abs()) * 0.6 / soft)  # fades out past the corners
-    dv = v - centre
+    dv = vm - centre
     adv = dv.abs()
     lips = _cover(adv - (half_open + 0.035), soft) * inside
     hole = _cover(adv - (half_open - 0.004), soft) * (inside * (half_open > 0.005))
     teeth_edge = half_open * (0.8 * p["teeth"].clamp(0, 1) - 1)
     teeth = hole * _cover(dv - teeth_edge, soft) * ((p["teeth"] > 0.25) * 0.55 * p["skin"])
-    img = img * (1 - 0.55 * lips) * (1 - 0.75 * hole) + teeth
+    img = torch.cat([img[:, :MOUTH_ROW], img[:, MOUTH_ROW:] * (1 - 0.55 * lips) * (1 - 0.75 * hole) + teeth], 1)
     return torch.stack([img, head.expand_as(img)], 1)
 
 
