@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--seeds", type=int, default=1, metavar="N", help="replicate every configuration with seeds s, s+1, ..., s+N-1")
     how.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto: cuda when available")
     how.add_argument("--no-compile", action="store_true", help="run eagerly (no torch.compile): slower steps, no compile wait")
+    how.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                     help="training dtype (default float32; float64 for exact equivalence checks, slow)")
     how.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline",
                      help="W&B tracking, one run per variant (default offline: no account needed, `wandb sync` later)")
     how.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="parent of the run directory (default runs/)")
@@ -88,7 +90,7 @@ def to_options(args: argparse.Namespace) -> RunOptions:
                          channels_last=args.channels_last) if args.bench else None
     return RunOptions(study=args.study, experiment=args.experiment, all=args.all, resume=args.resume,
                       experiments=args.experiments, data=args.data, epochs=args.epochs, train_limit=args.train_limit,
-                      seeds=args.seeds, device=args.device, compile=not args.no_compile, wandb=args.wandb, out=args.out,
+                      seeds=args.seeds, device=args.device, compile=not args.no_compile, dtype=args.dtype, wandb=args.wandb, out=args.out,
                       overrides=tuple(args.overrides), bench=bench)
 
 

@@ -41,6 +41,7 @@ class RunOptions:
     seeds: int = 1                     # replicate every configuration with seeds seed, seed+1, ...
     device: str = "auto"               # "auto" (cuda if available), "cpu" or "cuda"
     compile: bool = True               # torch.compile the population step
+    dtype: str = "float32"             # parameter/activation dtype; float64 for exact equivalence checks
     wandb: str = "offline"             # "offline" (sync later), "online" or "disabled"
     out: Path = Path("runs")           # each run gets a fresh directory under here
     overrides: tuple[str, ...] = ()    # --set KEY=VALUE, applied in order (epochs comes last)

@@ -11,10 +11,13 @@ finishes the current step, checkpoints, and says how to resume.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import signal
 import time
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from fer_func import data as fer_data
@@ -22,6 +25,10 @@ from fer_func.population import Population
 from fer_func.study import checkpoint, experiments, report
 from fer_func.study.options import RunOptions, resolve_device
 from fer_func.study.tracking import Tracker
+
+
+# Options a resumed run takes from run.json: they decide the numbers, so they cannot change mid-run.
+RESUMED = ("data", "train_limit", "dtype")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -64,6 +71,9 @@ def _load_data(options: RunOptions):
 
 def run(options: RunOptions) -> Path:
     started = time.perf_counter()
+    if options.resume is not None:  # the data and dtype the run started with, whatever this command says
+        saved = json.loads((Path(options.resume) / "run.json").read_text())
+        options = dataclasses.replace(options, **{k: saved[k] for k in RESUMED})
     variants = experiments.plan(options)
     device = resolve_device(options.device)
     data = _load_data(options)
@@ -75,6 +85,7 @@ def run(options: RunOptions) -> Path:
     else:
         run_dir = report.new_run_dir(options.out, _label(options))
         report.write_config(run_dir, variants)
+        checkpoint.atomic_write(run_dir / "run.json", json.dumps({k: getattr(options, k) for k in RESUMED}).encode())
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     print(f"data: {data.describe()}  device: {device}  run directory: {run_dir}")
 
@@ -90,7 +101,7 @@ def run(options: RunOptions) -> Path:
     with Tracker(options.wandb, run_dir, group=run_dir.name) as tracker, _StopFlag() as stop:
         pops = []
         for g, group in enumerate(groups):
-            pop = Population(group, data, device=device, compile=options.compile)
+            pop = Population(group, data, device=device, compile=options.compile, dtype=getattr(torch, options.dtype))
             for v in group:
                 entries[id(v)]["param_count"] = pop.model.param_count
             pops.append(pop)
