@@ -87,7 +87,7 @@ def bits(key: torch.Tensor, shape) -> torch.Tensor:
     """Uniform 32-bit words (as int64 in [0, 2**32)) of the given static ``shape``."""
     shape = tuple(shape)
     y0, y1 = _blocks(key, math.prod(shape))
-    return (y0 ^ y1).reshape(*key.shape[:-1], *shape)
+    return (y0 ^ y1).reshape(tuple(key.shape[:-1]) + shape)
 
 
 def uniform(key, shape, dtype=torch.float32, low=0.0, high=1.0) -> torch.Tensor:

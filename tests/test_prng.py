@@ -55,6 +55,12 @@ def test_bernoulli_rate_and_tensor_probability():
     assert prng.bernoulli(prng.key(5), p[:, None], (2, 1000)).sum(1).tolist() == [0, 1000]
 
 
+def test_scalar_draws_have_shape_of_the_key_batch():
+    assert prng.bits(prng.key(0), ()).shape == ()
+    assert prng.uniform(prng.split(prng.key(0), 3), ()).shape == (3,)
+    assert torch.equal(prng.uniform(prng.key(0), ()), prng.uniform(prng.key(0), (1,))[0])
+
+
 def test_permutation_is_a_permutation_and_randint_in_range():
     p = prng.permutation(prng.key(9), 28709)
     assert torch.equal(p.sort().values, torch.arange(28709))
