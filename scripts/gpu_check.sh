@@ -15,6 +15,7 @@ part() {  # part NAME SECONDS ARGS...: one runner.py --bench call with a hard ti
   echo "=== $name (timeout ${secs}s, at $(( $(date +%s) - T0 ))s)"
   timeout -k 10 "$secs" python runner.py --bench --device cuda --json "$OUT/$name.json" "$@" \
     || echo "=== $name ended with status $? (124 = timed out)"
+  [ -s "$OUT/$name.json" ] && timeout 30 python -m fer_func.bench.report "$OUT/$name.json"  # plot even a cut-short part
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"

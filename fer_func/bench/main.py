@@ -58,12 +58,13 @@ def run(models=DEFAULT_MODELS, ks=DEFAULT_K, batch=DEFAULT_BATCH, steps=DEFAULT_
                 rows.append(r)
                 report.add_speedups(rows)
                 echo(report.line(r))
+                if json_path is not None:  # after every row: a run cut short by a timeout keeps what it measured
+                    report.write_json(rows, Path(json_path), meta | {"saturation": report.saturation(rows)})
     sat = report.saturation(rows)
     if sat:
         echo("saturation (smallest K within 10% of the best population throughput): "
              + ", ".join(f"{m} K={k}" for m, k in sat.items()))
     if json_path is not None:
-        report.write_json(rows, Path(json_path), meta | {"saturation": sat})
         report.plot(rows, Path(json_path).with_suffix(".png"))
         echo(f"wrote {json_path} and {Path(json_path).with_suffix('.png')}")
     return rows

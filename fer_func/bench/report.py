@@ -71,3 +71,11 @@ def plot(rows: list[dict], path: Path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+if __name__ == "__main__":  # python -m fer_func.bench.report BENCH.json: (re)draw BENCH.png, e.g. after a timeout
+    import sys
+
+    for arg in sys.argv[1:]:
+        doc = json.loads(Path(arg).read_text())
+        plot(doc["rows"], Path(arg).with_suffix(".png"))
