@@ -5,6 +5,15 @@ training step of K variants per model and implementation (see :mod:`fer_func.ben
 a table, and with ``--json`` writes one row per measurement plus a scaling plot next to it.
 How to read it and the measured numbers: docs/bench.md.
 """
-from fer_func.bench.main import main, run
 
-__all__ = ["main", "run"]
+
+def main(options) -> int:
+    """What ``runner.py --bench`` calls (imported lazily, so ``python -m fer_func.bench.<tool>`` stays light)."""
+    from fer_func.bench.suite import main as _main
+    return _main(options)
+
+
+def run(*args, **kwargs) -> list[dict]:
+    """:func:`fer_func.bench.suite.run`: the benchmark without the CLI's options object."""
+    from fer_func.bench.suite import run as _run
+    return _run(*args, **kwargs)

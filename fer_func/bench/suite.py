@@ -1,4 +1,4 @@
-"""``main(options)``: what ``runner.py --bench`` calls. ``run(...)`` is the same without the CLI options object."""
+"""The benchmark suite: ``run(models, ks, ...)`` measures and reports; ``main(options)`` is ``runner.py --bench``."""
 from __future__ import annotations
 
 import gc
