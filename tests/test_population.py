@@ -231,3 +231,15 @@ def test_augmentation_switches_per_variant_and_compiled_equals_eager_without_rec
     # The non-augmented variant differs from the augmented one with the same seed.
     w = "features.0.conv1.weight"
     assert not torch.allclose(eager.member(0)["params"][w], eager.member(1)["params"][w])
+
+
+def test_mixup_and_cutmix_train_only_the_variants_that_augment():
+    data = random_data(n_train=64)
+    aug = AugmentConfig(enabled=True, rotation=0.0, flip=0.0, brightness=0.0, contrast=0.0, mixup=0.4, cutmix=1.0)
+    on, off = BASE.replace(augment=aug), BASE.replace(augment=AugmentConfig(enabled=False))
+    pop, records = train([on, off], data, epochs=1)
+    plain, _ = train([off], data, epochs=1)
+    assert_same_member(pop, 1, plain)  # the non-augmenting neighbour is untouched by the mixing
+    assert not torch.allclose(pop.member(0)["params"]["classifier.out.weight"],
+                              pop.member(1)["params"]["classifier.out.weight"])
+    assert all(torch.isfinite(x).all() for x in tree.leaves(pop.member(0)["params"]))

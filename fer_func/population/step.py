@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.func import grad_and_value
 
 from fer_func import optim, prng, tree
-from fer_func.data.augment import augment
+from fer_func.data.augment import augment, cutmix, mixup
 from fer_func.optim import schedules
 from fer_func.population.plan import Plan
 
@@ -48,25 +48,45 @@ def make_train_step(plan: Plan, update, mean: float, std: float, dtype: torch.dt
     """``update`` is the (shared) optimizer update; hyperparameters come from each variant's state."""
     model, m = plan.model, plan.micro_batch
 
-    def loss_fn(params, model_state, x, y, weight, key, dropout):
+    mixing = plan.augment is not None and (plan.augment.mixup > 0 or plan.augment.cutmix > 0)
+
+    def loss_fn(params, model_state, x, target, weight, key, dropout):
         logits, new_state = model.apply(params, model_state, x, key=key, train=True, dropout=dropout)
-        # Per-sample weights normalised to mean 1 over the classes keep the loss a plain mean,
+        # Per-sample weights normalised to mean 1 over the training set keep the loss a plain mean,
         # so summing micro-batch gradients is exact for class-weighted losses too.
-        loss = (weight * F.cross_entropy(logits, y, reduction="none")).mean()
-        return loss, (logits, new_state)
+        if mixing:  # soft targets; only then, since 0 * log(0) would turn a hard target's -inf into NaN
+            nll = -(target * F.log_softmax(logits, -1)).sum(-1)
+        else:
+            nll = F.cross_entropy(logits, target, reduction="none")
+        return (weight * nll).mean(), (logits, new_state)
+
+    def mix(key, x, y, hp_aug):
+        """MixUp then CutMix (each when its alpha > 0) on augmenting variants: soft targets (m, 7)."""
+        target = F.one_hot(y, 7).to(x.dtype)
+        k_mix, k_cut = prng.split(key).unbind(0)
+        for on, fn, alpha in ((plan.augment.mixup > 0, mixup, plan.augment.mixup),
+                              (plan.augment.cutmix > 0, cutmix, plan.augment.cutmix)):
+            if on:
+                x2, t2 = fn(k_mix if fn is mixup else k_cut, x, target, alpha)
+                x, target = torch.where(hp_aug, x2, x), torch.where(hp_aug, t2, target)
+        return x, target
 
     def step(carry, hp, images, labels, class_weight, perm, j):
         active = (j < hp["active_steps"]) & ~carry["diverged"]
         x, y = gather_batch(images, labels, perm, j, m, dtype)
-        aug_key, drop_key = prng.split(prng.fold_in(carry["noise_key"], carry["step"])).unbind(0)
+        aug_key, drop_key, mix_key = prng.split(prng.fold_in(carry["noise_key"], carry["step"]), 3).unbind(0)
         if plan.augment is not None:
             x = torch.where(hp["augment"], augment(aug_key, x, plan.augment), x)
-        x = normalize(x, mean, std)
         weight = torch.where(hp["class_weighted"], class_weight[y], torch.ones_like(class_weight[y]))
+        target = y
+        if mixing:
+            x, target = mix(mix_key, x, y, hp["augment"])
+            weight = torch.where(hp["class_weighted"], target @ class_weight, torch.ones_like(weight))
+        x = normalize(x, mean, std)
 
         params = carry["params"]
         grads, (loss, (logits, new_model_state)) = grad_and_value(loss_fn, has_aux=True)(
-            params, carry["model_state"], x, y, weight, drop_key, hp["dropout"])
+            params, carry["model_state"], x, target, weight, drop_key, hp["dropout"])
 
         if plan.accumulate:
             acc = tree.tree_map(torch.add, carry["grad_acc"], grads)
