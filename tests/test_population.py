@@ -243,3 +243,11 @@ def test_mixup_and_cutmix_train_only_the_variants_that_augment():
     assert not torch.allclose(pop.member(0)["params"]["classifier.out.weight"],
                               pop.member(1)["params"]["classifier.out.weight"])
     assert all(torch.isfinite(x).all() for x in tree.leaves(pop.member(0)["params"]))
+
+
+def test_class_weights_average_one_over_samples_and_favour_rare_classes():
+    from fer_func.population import sample_mean_class_weights
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    w = sample_mean_class_weights(labels)
+    torch.testing.assert_close(w[labels].mean(), torch.tensor(1.0, dtype=torch.float64))
+    torch.testing.assert_close(w[1] / w[0], torch.tensor(9.0, dtype=torch.float64))

@@ -35,9 +35,13 @@ def make_eval_chunk(plan: Plan, mean: float, std: float, dtype: torch.dtype, chu
     return eval_chunk
 
 
-def per_class(confusion: np.ndarray) -> dict:
-    """Precision, recall and F1 per class from a (7, 7) confusion matrix [true, pred]; 0 where undefined."""
-    tp = np.diag(confusion).astype(float)
+def per_class(confusion) -> dict:
+    """Precision, recall and F1 per class from a confusion matrix [true, pred] (array or nested lists).
+
+    A class never predicted (or never present) gets 0 rather than nan, as sklearn's zero_division=0.
+    """
+    confusion = np.asarray(confusion, dtype=float)
+    tp = np.diag(confusion)
     pred_total, true_total = confusion.sum(0), confusion.sum(1)
     precision = np.divide(tp, pred_total, out=np.zeros_like(tp), where=pred_total > 0)
     recall = np.divide(tp, true_total, out=np.zeros_like(tp), where=true_total > 0)

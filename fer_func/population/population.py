@@ -19,6 +19,7 @@ import torch
 
 from fer_func import optim, prng, tree
 from fer_func.config import VariantConfig
+from fer_func.data.augment import class_weights
 from fer_func.data.dataset import FERData
 from fer_func.optim import schedules
 from fer_func.population.evaluate import make_eval_chunk, per_class
@@ -28,11 +29,11 @@ from fer_func.population.step import DATA_STREAM, INIT_STREAM, NOISE_STREAM, mak
 MEAN, STD = 0.5, 0.25  # fixed input normalisation: x in [0, 1] -> roughly zero mean, unit scale
 
 
-def class_weights(labels: torch.Tensor, num_classes: int = 7) -> torch.Tensor:
-    """Inverse class frequency, normalised so the weights average 1 over the training samples."""
-    counts = torch.bincount(labels, minlength=num_classes).to(torch.float64).clamp(min=1)
-    w = 1.0 / counts
-    return w / (w[labels].mean())
+def sample_mean_class_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Inverse class frequency (``data.class_weights``) rescaled to average 1 over the training samples,
+    so a class-weighted loss keeps the unweighted loss's scale (and the learning rate its meaning)."""
+    w = class_weights(labels).to(torch.float64)
+    return w / w[labels].mean()
 
 
 class Population:
@@ -45,7 +46,7 @@ class Population:
         self.train_x, self.train_y = self.data.split("train")
         self.plan = make_plan(self.variants, int(self.train_y.shape[0]), micro_batch)
         self.model = self.plan.model
-        self.class_weight = class_weights(self.train_y).to(dtype)
+        self.class_weight = sample_mean_class_weights(self.train_y).to(dtype)
         self.optimizers = optim.from_configs([v.optimizer for v in self.variants])
         self.epoch, self.step_in_epoch, self._epoch_s = 0, 0, 0.0
         self.history: list[dict] = []

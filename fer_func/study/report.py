@@ -28,6 +28,7 @@ import re
 import time
 from pathlib import Path
 
+from fer_func.population.evaluate import per_class  # noqa: F401 (re-exported: the report's per-class metrics)
 from fer_func.study import plots, resolved
 from fer_func.study.checkpoint import atomic_write
 from fer_func.study.stats import mean_ci
@@ -52,21 +53,6 @@ def write_config(run_dir, variants) -> Path:
     path = Path(run_dir) / "config.toml"
     atomic_write(path, resolved.dumps(variants).encode())
     return path
-
-
-def per_class(confusion) -> dict:
-    """Precision, recall and F1 per class from a confusion matrix (rows = true, columns = predicted).
-
-    A class never predicted (or never present) gets 0 rather than nan, as sklearn's zero_division=0.
-    """
-    k = len(confusion)
-    tp = [confusion[i][i] for i in range(k)]
-    pred = [sum(confusion[r][i] for r in range(k)) for i in range(k)]
-    true = [sum(confusion[i]) for i in range(k)]
-    p = [tp[i] / pred[i] if pred[i] else 0.0 for i in range(k)]
-    r = [tp[i] / true[i] if true[i] else 0.0 for i in range(k)]
-    f = [2 * p[i] * r[i] / (p[i] + r[i]) if p[i] + r[i] else 0.0 for i in range(k)]
-    return {"precision": p, "recall": r, "f1": f}
 
 
 def best_variant(results: dict) -> int | None:
