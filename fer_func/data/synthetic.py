@@ -46,8 +46,8 @@ EXPRESSION = {              # A      D      F      H      Sa     Su     N
     "sneer":         (0.00, 0.06, 0.00, 0.00, 0.00, 0.00, 0.0),       # one mouth corner raised
     "teeth":         (0.00, 0.50, 0.40, 0.80, 0.00, 0.20, 0.0),       # bright band in the open mouth
 }
-JITTER = {"mouth_curve": 0.025, "mouth_open": 0.012, "mouth_width": 0.025, "brow_raise": 0.03, "brow_tilt": 0.025,
-          "eye_open": 0.12, "furrow": 0.2, "nose_wrinkle": 0.2, "sneer": 0.015, "teeth": 0.2}
+JITTER = {"mouth_curve": 0.04, "mouth_open": 0.02, "mouth_width": 0.04, "brow_raise": 0.045, "brow_tilt": 0.04,
+          "eye_open": 0.18, "furrow": 0.3, "nose_wrinkle": 0.3, "sneer": 0.025, "teeth": 0.3}
 NEUTRAL = len(CLASS_NAMES) - 1
 NAMES = list(EXPRESSION) + [  # nuisance and identity draws, all uniform in [0, 1) and mapped below
     "intensity", "side", "cx", "cy", "scale", "roll", "face_w", "skin", "bg", "bg_grad", "hair", "hair_h", "eye_gap",
@@ -175,7 +175,7 @@ def draw_params(key: torch.Tensor, labels: torch.Tensor, bank_size: int) -> dict
     u = _uniform16(key, (n, len(NAMES) + len(EXPRESSION)))
     uni = dict(zip(NAMES, u[:, :len(NAMES)].unbind(1)))
     z = dict(zip(EXPRESSION, (math.sqrt(2) * torch.erfinv(2 * u[:, len(NAMES):] - 1)).unbind(1)))  # normals
-    t = _lerp(uni["intensity"], 0.55, 1.15)
+    t = _lerp(uni["intensity"], 0.25, 1.1)
     p = {}
     for name, proto in EXPRESSION.items():
         proto = torch.tensor(proto)
