@@ -251,3 +251,19 @@ def test_class_weights_average_one_over_samples_and_favour_rare_classes():
     w = sample_mean_class_weights(labels)
     torch.testing.assert_close(w[labels].mean(), torch.tensor(1.0, dtype=torch.float64))
     torch.testing.assert_close(w[1] / w[0], torch.tensor(9.0, dtype=torch.float64))
+
+
+def test_dropout_rates_vary_as_tensors_only_when_they_differ():
+    data = random_data(n_train=64)
+    knobs = dict(SMALL_BN.knobs)
+    rates = [(0.1, 0.5), (0.3, 0.0)]
+    variants = [BASE.replace(model=ModelConfig("regularized_cnn", {**knobs, "dropout_conv": c, "dropout_fc": f}))
+                for c, f in rates]
+    pop, _ = train(variants, data, epochs=1)
+    assert pop.plan.varying_dropout == ("dropout_conv", "dropout_fc")
+    for i, v in enumerate(variants):
+        solo, _ = train([v], data, epochs=1)   # a solo run keeps its rates as static floats
+        assert solo.plan.varying_dropout == ()
+        assert_same_member(pop, i, solo)
+    same = [v.replace(optimizer=o) for v, o in zip([variants[0]] * 2, OPTIMIZERS)]
+    assert Population(same, data, dtype=F64, compile=False).plan.varying_dropout == ()

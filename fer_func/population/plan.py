@@ -34,6 +34,7 @@ class Plan:
     augment: AugmentConfig | None  # shared augmentation settings (None: no variant augments)
     epochs: int
     num_train: int
+    varying_dropout: tuple = ()   # dropout knobs whose rate differs between variants: tensors in ``hp``
 
     @property
     def num_variants(self) -> int:
@@ -72,6 +73,10 @@ def make_plan(variants: list[VariantConfig], num_train: int, micro_batch: int | 
         if dataclasses.replace(a, enabled=True) != augmenting[0]:
             raise ConfigError(f"augment = {a} differs from {augmenting[0]}; variants of one population may switch "
                               f"augmentation on or off but must share its settings")
+    # A rate shared by every variant stays a static float in the model (a zero rate then draws no
+    # mask at all); only rates that differ become per-variant tensors.
+    rates = [{k: float(getattr(m, k) or 0.0) for k in model.dropout_knobs} for m in built]
+    varying = tuple(k for k in model.dropout_knobs if len({r[k] for r in rates}) > 1)
     micro = micro_batch or math.gcd(*(v.batch_size for v in variants))
     for v in variants:
         if v.batch_size % micro:
@@ -80,4 +85,5 @@ def make_plan(variants: list[VariantConfig], num_train: int, micro_batch: int | 
     active = tuple(u * v.batch_size // micro for u, v in zip(updates, variants))
     return Plan(model=model, micro_batch=micro, steps_per_epoch=max(active), active_steps=active,
                 accumulate=any(v.batch_size > micro for v in variants),
-                augment=augmenting[0] if augmenting else None, epochs=first.epochs, num_train=num_train)
+                augment=augmenting[0] if augmenting else None, epochs=first.epochs, num_train=num_train,
+                varying_dropout=varying)

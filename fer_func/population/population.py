@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fer_func import optim, prng, tree
+from fer_func import models, optim, prng, tree
 from fer_func.config import VariantConfig
 from fer_func.data.augment import class_weights
 from fer_func.data.dataset import FERData
@@ -54,8 +54,8 @@ class Population:
         self._build_state()
         rules = tuple(dict.fromkeys(v.optimizer.rule for v in self.variants))
         p = self.plan
-        self._step, self._eval = _programs(p.model, p.micro_batch, p.accumulate, p.augment, rules, dtype, mode,
-                                           compile, eval_chunk, self.optimizers[0].update)
+        self._step, self._eval = _programs(p.model, p.micro_batch, p.accumulate, p.augment, p.varying_dropout, rules,
+                                           dtype, mode, compile, eval_chunk, self.optimizers[0].update)
         self.eval_chunk_size = eval_chunk
         self._js = torch.arange(self.plan.steps_per_epoch, device=self.device)
 
@@ -79,8 +79,8 @@ class Population:
             carry["grad_acc"] = tree.tree_map(torch.zeros_like, params)
             carry["micro"] = zero(torch.int64)
         as_t = lambda x, dt: torch.tensor(x, dtype=dt, device=self.device)
-        dropout = {k: as_t(float(v.model.knobs.get(k, getattr(self.model, k)) or 0.0), self.dtype)
-                   for k in self.model.dropout_knobs}
+        own_model = models.build_from(v.model)
+        dropout = {k: as_t(float(getattr(own_model, k) or 0.0), self.dtype) for k in self.plan.varying_dropout}
         hp = {"active_steps": as_t(self.plan.active_steps[i], torch.int64), "n_micro": as_t(n_micro, torch.int64),
               "augment": as_t(v.augment.enabled, torch.bool), "class_weighted": as_t(v.class_weighted, torch.bool),
               "dropout": dropout, "data_key": prng.fold_in(root, DATA_STREAM)}
@@ -243,7 +243,7 @@ class Population:
 _PROGRAMS: dict = {}
 
 
-def _programs(model, micro_batch, accumulate, augment, rules, dtype, mode, compile, eval_chunk, update):
+def _programs(model, micro_batch, accumulate, augment, varying_dropout, rules, dtype, mode, compile, eval_chunk, update):
     """The (compiled) step and eval functions, cached by static structure only.
 
     Populations that differ only in numbers (learning rates, seeds, schedules, batch sizes with the
@@ -251,16 +251,16 @@ def _programs(model, micro_batch, accumulate, augment, rules, dtype, mode, compi
     recompiles. ``update`` is not part of the key: it reads every value from the state, and
     optimizers with equal ``rules`` run the same code.
     """
-    key = (model, micro_batch, accumulate, augment, rules, dtype, mode, compile, eval_chunk)
+    key = (model, micro_batch, accumulate, augment, varying_dropout, rules, dtype, mode, compile, eval_chunk)
     if key not in _PROGRAMS:
-        _PROGRAMS[key] = _build_programs(model, micro_batch, accumulate, augment, dtype, mode, compile, eval_chunk,
-                                         update)
+        _PROGRAMS[key] = _build_programs(model, micro_batch, accumulate, augment, varying_dropout, dtype, mode, compile,
+                                         eval_chunk, update)
     return _PROGRAMS[key]
 
 
-def _build_programs(model, micro_batch, accumulate, augment, dtype, mode, compile, eval_chunk, update):
+def _build_programs(model, micro_batch, accumulate, augment, varying_dropout, dtype, mode, compile, eval_chunk, update):
     plan = Plan(model=model, micro_batch=micro_batch, steps_per_epoch=0, active_steps=(), accumulate=accumulate,
-                augment=augment, epochs=0, num_train=0)
+                augment=augment, epochs=0, num_train=0, varying_dropout=varying_dropout)
     step = make_train_step(plan, update, MEAN, STD, dtype)
     evalc = make_eval_chunk(plan, MEAN, STD, dtype, eval_chunk)
     if mode == "vmap":
