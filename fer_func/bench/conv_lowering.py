@@ -20,6 +20,8 @@ import statistics
 import time
 
 import torch
+
+from fer_func import prng
 import torch.nn.functional as F
 from torch.func import grad, vmap
 
@@ -45,9 +47,9 @@ def median_s(f, n: int = 7) -> float:
 
 
 def candidates(k: int, b: int, c_in: int, c_out: int, side: int, device) -> dict:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(k, b, c_in, side, side, generator=g).to(device)
-    w = (0.1 * torch.randn(k, c_out, c_in, 3, 3, generator=g)).to(device)
+    kx, kw = prng.split(prng.key(0))
+    x = prng.normal(kx, (k, b, c_in, side, side)).to(device)
+    w = (0.1 * prng.normal(kw, (k, c_out, c_in, 3, 3))).to(device)
     loss = lambda op: (lambda w, x: op(w, x).relu().square().mean())
     vg = lambda op, x_dim=0: vmap(grad(loss(op), argnums=(0, 1)), in_dims=(0, x_dim))
 
