@@ -38,11 +38,14 @@ class Setup:
     data: FERData
     device: torch.device
     channels_last: bool = False   # sequential impls only: the population's layout is decided inside vmap
+    distinct_seeds: bool = False  # False: a study grid (one seed, K learning rates); True: K replicate seeds
 
     def variants(self) -> list[VariantConfig]:
-        # Distinct seeds and learning rates: a real grid, so no two variants share inputs or weights.
+        # A study grid differs only in hyperparameters: one seed, so one init and one data order
+        # (the population then gathers each batch once); replicate seeds give every variant its own.
         return [VariantConfig(model=ModelConfig(self.model), optimizer=OptimizerConfig(name="adam", lr=1e-3 * (1 + i / 8)),
-                              batch_size=self.batch, seed=i, epochs=1) for i in range(self.k)]
+                              batch_size=self.batch, seed=i if self.distinct_seeds else 0, epochs=1)
+                for i in range(self.k)]
 
     @functools.cached_property
     def perm(self) -> torch.Tensor:

@@ -34,7 +34,7 @@ def bench_data(batch: int, steps: int):
 
 
 def run(models=DEFAULT_MODELS, ks=DEFAULT_K, batch=DEFAULT_BATCH, steps=DEFAULT_STEPS, device="cpu",
-        impl_names=impls.IMPLS, bf16=False, channels_last=False, json_path: Path | None = None,
+        impl_names=impls.IMPLS, bf16=False, channels_last=False, distinct_seeds=False, json_path: Path | None = None,
         warmup: int = 2, echo=print) -> list[dict]:
     device = torch.device(device)
     data = bench_data(batch, steps + warmup + 1)
@@ -46,7 +46,8 @@ def run(models=DEFAULT_MODELS, ks=DEFAULT_K, batch=DEFAULT_BATCH, steps=DEFAULT_
     rows = []
     for model in models:
         for k in ks:
-            setup = impls.Setup(model=model, k=k, batch=batch, data=data, device=device, channels_last=channels_last)
+            setup = impls.Setup(model=model, k=k, batch=batch, data=data, device=device, channels_last=channels_last,
+                                 distinct_seeds=distinct_seeds)
             for impl in impl_names:
                 torch._dynamo.reset()  # every measurement pays its own compile: compile_s is comparable
                 r = time_steps(lambda: impls.build(impl, setup), device, steps=steps, warmup=warmup,
@@ -83,5 +84,6 @@ def main(options) -> int:
         names = tuple(n for n in names if n not in ("population", "sequential_compiled"))
     run(models=b.models or DEFAULT_MODELS, ks=b.k or DEFAULT_K, batch=b.batch or DEFAULT_BATCH,
         steps=b.steps or DEFAULT_STEPS, device=device, impl_names=names, bf16=getattr(b, "bf16", False),
-        channels_last=getattr(b, "channels_last", False), json_path=b.json)
+        channels_last=getattr(b, "channels_last", False), distinct_seeds=getattr(b, "distinct_seeds", False),
+        json_path=b.json)
     return 0

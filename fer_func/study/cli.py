@@ -75,19 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", type=Path, metavar="PATH", help="also write the benchmark results as JSON")
     bench.add_argument("--impls", nargs="+", type=_csv(str), metavar="IMPL", help="implementations to time (default: all)")
     bench.add_argument("--bf16", action="store_true", help="time under bf16 autocast")
+    bench.add_argument("--distinct-seeds", action="store_true",
+                       help="time K replicate seeds (own data order each) instead of a one-seed study grid")
     bench.add_argument("--channels-last", action="store_true", help="channels-last layout for the torch.nn baselines")
     return p
 
 
 def to_options(args: argparse.Namespace) -> RunOptions:
     flat = lambda lists: tuple(x for xs in (lists or []) for x in xs)
-    bench_given = [f"--{n.replace('_', '-')}" for n in ("models", "k", "batch", "steps", "json", "impls", "bf16", "channels_last")
+    bench_given = [f"--{n.replace('_', '-')}" for n in ("models", "k", "batch", "steps", "json", "impls", "bf16", "channels_last", "distinct_seeds")
                    if getattr(args, n) not in (None, [], False)]
     if bench_given and not args.bench:
         raise ConfigError(f"{', '.join(bench_given)} only apply to --bench")
     bench = BenchOptions(models=flat(args.models), k=flat(args.k), batch=args.batch, steps=args.steps,
                          json=args.json, impls=flat(args.impls), bf16=args.bf16,
-                         channels_last=args.channels_last) if args.bench else None
+                         channels_last=args.channels_last, distinct_seeds=args.distinct_seeds) if args.bench else None
     return RunOptions(study=args.study, experiment=args.experiment, all=args.all, resume=args.resume,
                       experiments=args.experiments, data=args.data, epochs=args.epochs, train_limit=args.train_limit,
                       seeds=args.seeds, device=args.device, compile=not args.no_compile, dtype=args.dtype, wandb=args.wandb, out=args.out,

@@ -24,6 +24,7 @@ class BenchOptions:
     impls: tuple[str, ...] = ()        # implementations to time; empty = all (fer_func.bench.impls.IMPLS)
     bf16: bool = False                 # time under bf16 autocast (a GPU option; float32 otherwise)
     channels_last: bool = False        # sequential models and inputs in channels-last layout
+    distinct_seeds: bool = False       # K replicate seeds instead of a one-seed study grid
 
 
 @dataclass(frozen=True)
