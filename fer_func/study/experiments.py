@@ -55,15 +55,20 @@ class Experiment:
         return _expand(self, overrides, seeds)
 
 
+def read_toml(path: Path, missing: str, label) -> dict:
+    """A TOML file as a dict; a missing file or a syntax error is a ConfigError (``missing``, or ``label: ...``)."""
+    if not path.is_file():
+        raise ConfigError(missing)
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{label}: invalid TOML: {e}") from None
+
+
 def load(path) -> dict[str, Experiment]:
     """Parse, type-check and expand every experiment of ``path``; keyed by name in file order."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"experiments file not found: {str(path)!r}; pass --experiments PATH")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path.name}: invalid TOML: {e}") from None
+    doc = read_toml(path, f"experiments file not found: {str(path)!r}; pass --experiments PATH", path.name)
     unknown = set(doc) - {"experiments"}
     if unknown:
         raise ConfigError(f"{path.name}: unknown top-level key(s) {sorted(unknown)}; only [experiments.NAME] tables are allowed")

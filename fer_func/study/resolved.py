@@ -11,11 +11,10 @@ import dataclasses
 import json
 import math
 import re
-import tomllib
 from pathlib import Path
 
 from fer_func.config import ConfigError, VariantConfig
-from fer_func.study.experiments import SCALARS, SECTIONS, parse_variant, variant_id
+from fer_func.study.experiments import SCALARS, SECTIONS, parse_variant, read_toml, variant_id
 
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -43,12 +42,7 @@ def load(path) -> list[VariantConfig]:
     path = Path(path)
     if path.is_dir():
         path = path / "config.toml"
-    if not path.is_file():
-        raise ConfigError(f"{str(path)!r} not found; --resume expects a run directory written by runner.py")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    doc = read_toml(path, f"{str(path)!r} not found; --resume expects a run directory written by runner.py", path)
     variants = []
     for i, table in enumerate(doc.get("variant", [])):
         table = dict(table)
