@@ -12,6 +12,7 @@ finishes the current step, checkpoints, and says how to resume.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import json
 import signal
 import time
@@ -26,6 +27,10 @@ from fer_func.study import checkpoint, experiments, report
 from fer_func.study.options import RunOptions, resolve_device
 from fer_func.study.tracking import Tracker
 
+
+# torch's C++-extension helper warns "No CUDA runtime is found" on every CPU compile of a CUDA build of
+# torch: noise in the middle of a progress bar, not something a user can act on.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 # Options a resumed run takes from run.json: they decide the numbers, so they cannot change mid-run.
 RESUMED = ("data", "train_limit", "dtype")
