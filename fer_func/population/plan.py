@@ -35,6 +35,7 @@ class Plan:
     epochs: int
     num_train: int
     varying_dropout: tuple = ()   # dropout knobs whose rate differs between variants: tensors in ``hp``
+    dropout_rates: tuple = ()     # per variant: ((knob, rate), ...) for the varying knobs (hashable)
 
     @property
     def num_variants(self) -> int:
@@ -86,4 +87,4 @@ def make_plan(variants: list[VariantConfig], num_train: int, micro_batch: int | 
     return Plan(model=model, micro_batch=micro, steps_per_epoch=max(active), active_steps=active,
                 accumulate=any(v.batch_size > micro for v in variants),
                 augment=augmenting[0] if augmenting else None, epochs=first.epochs, num_train=num_train,
-                varying_dropout=varying)
+                varying_dropout=varying, dropout_rates=tuple(tuple((k, r[k]) for k in varying) for r in rates))

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fer_func import models, optim, prng, tree
+from fer_func import optim, prng, tree
 from fer_func.config import VariantConfig
 from fer_func.data.augment import class_weights
 from fer_func.data.dataset import FERData
@@ -79,8 +79,7 @@ class Population:
             carry["grad_acc"] = tree.tree_map(torch.zeros_like, params)
             carry["micro"] = zero(torch.int64)
         as_t = lambda x, dt: torch.tensor(x, dtype=dt, device=self.device)
-        own_model = models.build_from(v.model)
-        dropout = {k: as_t(float(getattr(own_model, k) or 0.0), self.dtype) for k in self.plan.varying_dropout}
+        dropout = {k: as_t(rate, self.dtype) for k, rate in self.plan.dropout_rates[i]}
         hp = {"active_steps": as_t(self.plan.active_steps[i], torch.int64), "n_micro": as_t(n_micro, torch.int64),
               "augment": as_t(v.augment.enabled, torch.bool), "class_weighted": as_t(v.class_weighted, torch.bool),
               "dropout": dropout, "data_key": prng.fold_in(root, DATA_STREAM)}

@@ -39,6 +39,10 @@ RESUMED = ("data", "train_limit", "dtype")
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C after a checkpoint was written; the CLI prints how to resume."""
 
+    @classmethod
+    def at(cls, run_dir) -> "Interrupted":
+        return cls(f"interrupted; checkpoint written. Resume with: python runner.py --resume {run_dir}")
+
 
 class _StopFlag:
     """SIGINT sets a flag the training loop polls after each step, instead of killing the step."""
@@ -65,8 +69,9 @@ def _label(options: RunOptions) -> str:
 
 
 def _epoch_records(record: dict, i: int) -> dict:
-    return {k: (None if k == "epoch_s" else float(record[k][i])) if k != "epoch" else int(record["epoch"])
-            for k in report.EPOCH_KEYS} | {"epoch_s": float(record["epoch_s"])}
+    """Variant ``i``'s row of a population's epoch record (epoch and epoch time are shared by all)."""
+    row = {k: float(record[k][i]) for k in report.EPOCH_KEYS if k not in ("epoch", "epoch_s")}
+    return {"epoch": int(record["epoch"]), **row, "epoch_s": float(record["epoch_s"])}
 
 
 def _load_data(options: RunOptions):
@@ -94,14 +99,11 @@ def run(options: RunOptions) -> Path:
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     print(f"data: {data.describe()}  device: {device}  run directory: {run_dir}")
 
-    ids = {id(v): experiments.variant_id(v) for v in variants}
-    results = {"variants": [], "timing": {"compile_s": 0.0, "step_s": 0.0, "wall_s": 0.0}}
-    entries = {}
-    for v in variants:
-        entry = {"id": ids[id(v)], "hparams": dict(v.hparams), "seed": v.seed, "diverged": False,
-                 "param_count": 0, "epochs": [], "final": None}
-        results["variants"].append(entry)
-        entries[id(v)] = entry
+    entries = {id(v): {"id": experiments.variant_id(v), "hparams": dict(v.hparams), "seed": v.seed,
+                       "diverged": False, "param_count": 0, "epochs": [], "final": None} for v in variants}
+    # The report and W&B list variants in population order.
+    results = {"variants": [entries[id(v)] for group in groups for v in group],
+               "timing": {"compile_s": 0.0, "step_s": 0.0, "wall_s": 0.0}}
 
     with Tracker(options.wandb, run_dir, group=run_dir.name) as tracker, _StopFlag() as stop:
         pops = []
@@ -110,10 +112,7 @@ def run(options: RunOptions) -> Path:
             for v in group:
                 entries[id(v)]["param_count"] = pop.model.param_count
             pops.append(pop)
-        tracker.start([v for group in groups for v in group],
-                      [entries[id(v)]["param_count"] for group in groups for v in group])
-        order = [entries[id(v)] for group in groups for v in group]
-        results["variants"] = order  # the report and W&B list variants in population order
+        tracker.start([v for group in groups for v in group], [e["param_count"] for e in results["variants"]])
 
         for g, (group, pop) in enumerate(zip(groups, pops)):
             ckpt = run_dir / "checkpoints" / f"population-{g}.pt"
@@ -162,7 +161,7 @@ def _train(pop, group, g, n_groups, entries, tracker, stop, ckpt, run_dir, resul
             record = pop.train_epoch(progress=progress, stop=lambda: stop.set)
             if record is None:  # Ctrl-C mid-epoch
                 checkpoint.save(ckpt, pop.state_dict())
-                raise Interrupted(f"interrupted; checkpoint written. Resume with: python runner.py --resume {run_dir}")
+                raise Interrupted.at(run_dir)
             best = float(record["val_acc"].max())
             samples = plan.micro_batch * plan.steps_per_epoch * len(group)
             bar.set_postfix_str(f"compile {pop.timing['compile_s']:.1f}s, {samples / record['epoch_s']:.0f} "
@@ -171,4 +170,4 @@ def _train(pop, group, g, n_groups, entries, tracker, stop, ckpt, run_dir, resul
         checkpoint.save(ckpt, pop.state_dict())
         report.write_progress(run_dir, results)
         if stop.set:
-            raise Interrupted(f"interrupted; checkpoint written. Resume with: python runner.py --resume {run_dir}")
+            raise Interrupted.at(run_dir)
