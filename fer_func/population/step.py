@@ -64,10 +64,9 @@ def make_train_step(plan: Plan, update, mean: float, std: float, dtype: torch.dt
         """MixUp then CutMix (each when its alpha > 0) on augmenting variants: soft targets (m, 7)."""
         target = F.one_hot(y, 7).to(x.dtype)
         k_mix, k_cut = prng.split(key).unbind(0)
-        for on, fn, alpha in ((plan.augment.mixup > 0, mixup, plan.augment.mixup),
-                              (plan.augment.cutmix > 0, cutmix, plan.augment.cutmix)):
-            if on:
-                x2, t2 = fn(k_mix if fn is mixup else k_cut, x, target, alpha)
+        for fn, k, alpha in ((mixup, k_mix, plan.augment.mixup), (cutmix, k_cut, plan.augment.cutmix)):
+            if alpha > 0:
+                x2, t2 = fn(k, x, target, alpha)
                 x, target = torch.where(hp_aug, x2, x), torch.where(hp_aug, t2, target)
         return x, target
 
