@@ -80,6 +80,27 @@ def test_pools_match_modules():
     assert_close(layers.global_avg_pool(x), nn.AdaptiveAvgPool2d(1)(x).flatten(1))
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 7, 7), (4, 5, 48, 48), (3, 2, 3, 3)])
+@pytest.mark.parametrize("relu_first", [False, True])
+def test_max_pool_values_and_gradients_equal_aten_even_with_ties(shape, relu_first):
+    # Coarse values make many windows hold equal maxima (as flat image regions and ReLU zeros do);
+    # the gradient must go to the first maximum in row-major window order, as ATen's does.
+    x = (randn(*shape) * 2).round() / 2
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    pre = torch.relu if relu_first else (lambda t: t)
+    y_ours, y_theirs = layers.max_pool2d(pre(ours)), nn.MaxPool2d(2)(pre(theirs))
+    g = randn(*y_theirs.shape, seed=1)
+    (y_ours * g).sum().backward()
+    (y_theirs * g).sum().backward()
+    assert torch.equal(y_ours, y_theirs) and torch.equal(ours.grad, theirs.grad)
+
+
+def test_max_pool_propagates_nan_like_aten():
+    x = randn(1, 1, 4, 4)
+    x[0, 0, 0, 1] = float("nan")
+    torch.testing.assert_close(layers.max_pool2d(x), nn.MaxPool2d(2)(x), equal_nan=True)
+
+
 # --- batch norm --------------------------------------------------------------------------------
 
 def _bn_module(c, momentum):

@@ -175,6 +175,11 @@ def test_diverging_variant_is_isolated_bit_for_bit():
     assert all(torch.isfinite(x).all() for x in tree.leaves(wild_member["params"]))  # frozen before the blow-up
     for i in (0, 2):
         assert_same_member(with_wild, i, with_calm, i, exact=True)
+    # Frozen: a further epoch changes nothing of the diverged variant but its step counter.
+    with_wild.train_epoch()
+    later = with_wild.member(1)
+    for k in ("params", "model_state", "opt_state", "sched", "diverged_step"):
+        assert all(torch.equal(x, y) for x, y in zip(tree.leaves(wild_member[k]), tree.leaves(later[k]))), k
 
 
 def test_same_seed_shares_data_order_and_init_different_seed_does_not():

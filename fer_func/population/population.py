@@ -163,10 +163,11 @@ class Population:
         train_loss = (mt["loss_sum"] / count).double().cpu().numpy()
         train_acc = (mt["correct"] / count).double().cpu().numpy()
         val = self.evaluate("val")
-        self.carry["sched"] = torch.func.vmap(schedules.after_epoch)(
-            self.carry["sched"], torch.as_tensor(val["acc"], dtype=self.dtype, device=self.device))
-        improved = torch.as_tensor(val["acc"], device=self.device) > self.best["val_acc"]
         pick = torch.func.vmap(tree.where)
+        stepped = torch.func.vmap(schedules.after_epoch)(
+            self.carry["sched"], torch.as_tensor(val["acc"], dtype=self.dtype, device=self.device))
+        self.carry["sched"] = pick(self.carry["diverged"], self.carry["sched"], stepped)  # a diverged variant is frozen
+        improved = torch.as_tensor(val["acc"], device=self.device) > self.best["val_acc"]
         self.best["params"] = pick(improved, self.carry["params"], self.best["params"])
         self.best["model_state"] = pick(improved, self.carry["model_state"], self.best["model_state"])
         self.best["val_acc"] = torch.where(improved, torch.as_tensor(val["acc"], device=self.device), self.best["val_acc"])

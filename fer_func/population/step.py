@@ -9,9 +9,13 @@ variants; ``perm`` is the variant's data order for this epoch and ``j`` the micr
 No value is ever read back to Python here and no Python branch depends on a tensor, so the
 function traces to one graph and never recompiles across hyperparameters, steps or epochs.
 
-Divergence: a micro-step whose loss, gradients or updated parameters are not finite marks the
-variant diverged; from then on nothing of it changes. Every decision is a per-variant
-``torch.where``, so the other variants compute exactly what they would without it.
+Divergence: a micro-step whose loss or gradients are not finite marks the variant diverged and
+is not applied; from then on nothing of it changes. Every decision is a per-variant
+``torch.where``, so the other variants compute exactly what they would without it. The updated
+parameters are deliberately not checked as well: that check is a reduction over every new
+parameter, which inductor can only satisfy by computing the optimizer update twice (or storing
+it and selecting in a second pass) -- it cost 45% of the mlp update kernel (docs/bench.md). An
+update that overflows shows up one step later, as a non-finite loss, and freezes the variant there.
 """
 from __future__ import annotations
 
@@ -100,7 +104,7 @@ def make_train_step(plan: Plan, update, mean: float, std: float, dtype: torch.dt
         updates, new_opt_state = update(g, opt_state, params)
         new_params = optim.apply_updates(params, updates)
 
-        finite = torch.isfinite(loss) & all_finite(grads) & (~is_update | all_finite(new_params))
+        finite = torch.isfinite(loss) & all_finite(grads)
         ok = active & finite
         commit = ok & is_update
         out = dict(carry)
