@@ -197,6 +197,17 @@ def test_dropout_same_key_same_mask_and_scaled_survivors():
     assert_close(a[a != 0], x[a != 0] / 0.7)
 
 
+def test_dropout_mask_is_its_documented_function_of_the_key():
+    x = torch.rand(5, 7, dtype=f64) + 1
+    k = prng.key(3)
+    keep = prng.bits16(k, (5, 7)) >= math.ceil(0.2 * 65536)
+    assert torch.equal(layers.dropout(x, 0.2, key=k, train=True), x * keep / (1 - 0.2))
+    # bits16: each Threefry block's two 32-bit words, low half first
+    w0, w1 = prng._blocks(k, 3)
+    halves = torch.stack([w0 & 0xFFFF, w0 >> 16, w1 & 0xFFFF, w1 >> 16], -1).flatten()
+    assert torch.equal(prng.bits16(k, (3, 3)).flatten(), halves[:9])
+
+
 def test_dropout_is_identity_in_eval_and_at_rate_zero():
     x = torch.rand(8, 8)
     assert layers.dropout(x, 0.5, key=None, train=False) is x
