@@ -5,8 +5,8 @@ views instead of calling ``F.max_pool2d``. Values and gradients are exactly ``nn
 (the gradient goes to the first maximum in row-major window order, as ATen's kernel does), but
 it is plain elementwise code: under ``torch.compile`` the forward and backward each fuse into one
 pass with their neighbours, where ATen's version stores int64 argmax indices (twice the bytes of
-the activation) and scatters the gradient back through them. On a vmapped population on CPU
-that bookkeeping cost more than the convolutions around it (docs/bench.md).
+the activation) and scatters the gradient back through them. On a compiled simple_cnn population
+on CPU the where-chain step took 363 ms against 428 ms with ATen's pooling (docs/bench.md).
 """
 from __future__ import annotations
 
