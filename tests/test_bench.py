@@ -22,7 +22,7 @@ def test_tiny_bench_writes_json_and_plot(tmp_path):
         assert FIELDS <= set(row), FIELDS - set(row)
         assert row["step_s"] > 0 and row["compile_s"] > 0 and row["recompiles"] == 0
         assert row["variant_samples_per_s"] == pytest.approx(row["k"] * row["batch"] / row["step_s"])
-        assert len(row["step_s_all"]) == 2
+        assert len(row["step_s_all"]) == 2 and row["interleaved"] is True
     seq = {r["k"]: r for r in doc["rows"] if r["impl"] == "sequential"}
     assert all(seq[r["k"]]["speedup"] == pytest.approx(1.0) for r in doc["rows"] if r["impl"] == "sequential")
     assert path.with_suffix(".png").stat().st_size > 0
@@ -47,3 +47,18 @@ def test_saturation_picks_the_first_k_within_ten_percent():
     rows = [{"model": "m", "impl": "population", "k": k, "variant_samples_per_s": t}
             for k, t in [(1, 100), (2, 180), (4, 300), (8, 320)]]
     assert report.saturation(rows) == {"m": 4}
+
+
+def test_interleaved_timing_rotates_the_order_and_keeps_each_implementations_own_steps():
+    from fer_func.bench.measure import time_interleaved
+    calls = []
+
+    def build(name):
+        calls.append((name, "build"))
+        return lambda j: calls.append((name, j))
+
+    out = time_interleaved({n: (lambda n=n: build(n)) for n in "abc"}, torch.device("cpu"), steps=3, warmup=1)
+    # each is built, compiled (step 0) and warmed (step 1) in turn, then the timed rounds rotate
+    assert calls[:9] == [(n, s) for n in "abc" for s in ("build", 0, 1)]
+    assert calls[9:] == [("a", 2), ("b", 2), ("c", 2), ("b", 3), ("c", 3), ("a", 3), ("c", 4), ("a", 4), ("b", 4)]
+    assert set(out) == set("abc") and all(len(r["step_s_all"]) == 3 and r["recompiles"] == 0 for r in out.values())

@@ -99,6 +99,7 @@ def _data_error():
     (["--study", "lr", "--experiment", "04"], "choose exactly one of --study, --experiment, --all, --resume, --bench or --list (got --study, --experiment)"),
     ([], "choose exactly one of --study"),
     (["--study", "lr", "--k", "4"], "--k only apply to --bench"),
+    (["--study", "lr", "--one-at-a-time"], "--one-at-a-time only apply to --bench"),
     (["--study", "lr", "--epochs", "0"], "--epochs = 0: must be a positive integer"),
     (["--resume", "/no/such/run"], "--resume '/no/such/run': no config.toml there"),
     (["--study", "lr", "--experiments", "/no/such.toml"], "experiments file not found: '/no/such.toml'"),

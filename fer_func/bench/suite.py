@@ -1,6 +1,7 @@
 """The benchmark suite: ``run(models, ks, ...)`` measures and reports; ``main(options)`` is ``runner.py --bench``."""
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import platform
@@ -11,7 +12,7 @@ from pathlib import Path
 import torch
 
 from fer_func.bench import impls, malloc, report
-from fer_func.bench.measure import time_steps
+from fer_func.bench.measure import time_interleaved, time_steps
 
 DEFAULT_MODELS = ("mlp", "simple_cnn", "regularized_cnn")
 DEFAULT_K = (1, 2, 4, 8)
@@ -35,27 +36,38 @@ def bench_data(batch: int, steps: int):
 
 def run(models=DEFAULT_MODELS, ks=DEFAULT_K, batch=DEFAULT_BATCH, steps=DEFAULT_STEPS, device="cpu",
         impl_names=impls.IMPLS, bf16=False, channels_last=False, distinct_seeds=False, json_path: Path | None = None,
-        warmup: int = 2, echo=print) -> list[dict]:
+        warmup: int = 2, interleave: bool = True, echo=print) -> list[dict]:
     device = torch.device(device)
     data = bench_data(batch, steps + warmup + 1)
     meta = machine(device)
     echo(f"# {meta['date']}  device {device}{' ' + meta['gpu'] if meta['gpu'] else ''}  threads {meta['threads']} "
          f"(cpus {meta['host_cpus']})  torch {meta['torch']}  malloc: {meta['malloc']}  batch {batch}  "
-         f"{steps} timed steps{'  bf16 autocast' if bf16 else ''}{'  channels-last' if channels_last else ''}")
+         f"{steps} timed steps ({'interleaved' if interleave else 'one implementation after another'})"
+         f"{'  bf16 autocast' if bf16 else ''}{'  channels-last' if channels_last else ''}")
     echo(report.header())
     rows = []
     for model in models:
         for k in ks:
             setup = impls.Setup(model=model, k=k, batch=batch, data=data, device=device, channels_last=channels_last,
                                  distinct_seeds=distinct_seeds)
+            autocast = torch.bfloat16 if bf16 else None
+            if interleave:
+                # One reset per (model, K): a reset between builds would drop the compiled code of the
+                # implementations built before it. They share no compiled code, so each still pays its own.
+                torch._dynamo.reset()
+                timings = time_interleaved({i: functools.partial(impls.build, i, setup) for i in impl_names}, device,
+                                           steps=steps, warmup=warmup, autocast=autocast)
             for impl in impl_names:
-                torch._dynamo.reset()  # every measurement pays its own compile: compile_s is comparable
-                r = time_steps(lambda: impls.build(impl, setup), device, steps=steps, warmup=warmup,
-                               autocast=torch.bfloat16 if bf16 else None)
-                gc.collect()
+                if interleave:
+                    r = timings[impl]
+                else:
+                    torch._dynamo.reset()  # every measurement pays its own compile: compile_s is comparable
+                    r = time_steps(functools.partial(impls.build, impl, setup), device, steps=steps, warmup=warmup,
+                                   autocast=autocast)
+                    gc.collect()
                 r |= {"model": model, "k": k, "batch": batch, "device": str(device), "impl": impl,
                       "variant_samples_per_s": k * batch / r["step_s"], "threads": meta["threads"],
-                      "bf16": bf16, "channels_last": channels_last, "dtype": "float32"}
+                      "bf16": bf16, "channels_last": channels_last, "dtype": "float32", "interleaved": interleave}
                 rows.append(r)
                 report.add_speedups(rows)
                 echo(report.line(r))
@@ -85,5 +97,5 @@ def main(options) -> int:
     run(models=b.models or DEFAULT_MODELS, ks=b.k or DEFAULT_K, batch=b.batch or DEFAULT_BATCH,
         steps=b.steps or DEFAULT_STEPS, device=device, impl_names=names, bf16=getattr(b, "bf16", False),
         channels_last=getattr(b, "channels_last", False), distinct_seeds=getattr(b, "distinct_seeds", False),
-        json_path=b.json)
+        json_path=b.json, interleave=not getattr(b, "one_at_a_time", False))
     return 0

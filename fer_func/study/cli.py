@@ -78,18 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--distinct-seeds", action="store_true",
                        help="time K replicate seeds (own data order each) instead of a one-seed study grid")
     bench.add_argument("--channels-last", action="store_true", help="channels-last layout for the torch.nn baselines")
+    bench.add_argument("--one-at-a-time", action="store_true",
+                       help="time each implementation's steps in one block instead of interleaving them round by round")
     return p
 
 
 def to_options(args: argparse.Namespace) -> RunOptions:
     flat = lambda lists: tuple(x for xs in (lists or []) for x in xs)
-    bench_given = [f"--{n.replace('_', '-')}" for n in ("models", "k", "batch", "steps", "json", "impls", "bf16", "channels_last", "distinct_seeds")
-                   if getattr(args, n) not in (None, [], False)]
+    bench_flags = ("models", "k", "batch", "steps", "json", "impls", "bf16", "channels_last", "distinct_seeds",
+                   "one_at_a_time")
+    bench_given = [f"--{n.replace('_', '-')}" for n in bench_flags if getattr(args, n) not in (None, [], False)]
     if bench_given and not args.bench:
         raise ConfigError(f"{', '.join(bench_given)} only apply to --bench")
     bench = BenchOptions(models=flat(args.models), k=flat(args.k), batch=args.batch, steps=args.steps,
                          json=args.json, impls=flat(args.impls), bf16=args.bf16,
-                         channels_last=args.channels_last, distinct_seeds=args.distinct_seeds) if args.bench else None
+                         channels_last=args.channels_last, distinct_seeds=args.distinct_seeds,
+                         one_at_a_time=args.one_at_a_time) if args.bench else None
     return RunOptions(study=args.study, experiment=args.experiment, all=args.all, resume=args.resume,
                       experiments=args.experiments, data=args.data, epochs=args.epochs, train_limit=args.train_limit,
                       seeds=args.seeds, device=args.device, compile=not args.no_compile, dtype=args.dtype, wandb=args.wandb, out=args.out,

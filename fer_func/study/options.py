@@ -25,6 +25,7 @@ class BenchOptions:
     bf16: bool = False                 # time under bf16 autocast (a GPU option; float32 otherwise)
     channels_last: bool = False        # sequential models and inputs in channels-last layout
     distinct_seeds: bool = False       # K replicate seeds instead of a one-seed study grid
+    one_at_a_time: bool = False        # time each implementation's steps in one block, not interleaved
 
 
 @dataclass(frozen=True)
