@@ -5,7 +5,6 @@ import functools
 import gc
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -87,15 +86,14 @@ def main(options) -> int:
     """Entry point of ``runner.py --bench`` (options: fer_func.study.options.RunOptions)."""
     from fer_func.study.options import resolve_device
 
+    # runner.py has already re-executed itself with tuned malloc (fer_func.bench.malloc) on Linux.
     device = resolve_device(options.device)
-    if device.type == "cpu" and Path(sys.argv[0]).name == "runner.py":
-        malloc.reexec_tuned()  # a no-op once the environment is set (or FER_FUNC_MALLOC=system)
     b = options.bench
-    names = tuple(getattr(b, "impls", ()) or impls.IMPLS)
+    names = b.impls or impls.IMPLS
     if not options.compile:
         names = tuple(n for n in names if n not in ("population", "sequential_compiled"))
     run(models=b.models or DEFAULT_MODELS, ks=b.k or DEFAULT_K, batch=b.batch or DEFAULT_BATCH,
-        steps=b.steps or DEFAULT_STEPS, device=device, impl_names=names, bf16=getattr(b, "bf16", False),
-        channels_last=getattr(b, "channels_last", False), distinct_seeds=getattr(b, "distinct_seeds", False),
-        json_path=b.json, interleave=not getattr(b, "one_at_a_time", False))
+        steps=b.steps or DEFAULT_STEPS, device=device, impl_names=names, bf16=b.bf16,
+        channels_last=b.channels_last, distinct_seeds=b.distinct_seeds, json_path=b.json,
+        interleave=not b.one_at_a_time)
     return 0
