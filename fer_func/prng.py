@@ -58,16 +58,58 @@ def _blocks(key: torch.Tensor, n: int):
 
     Eager draws of millions of numbers (parameter init) run in cache-sized chunks: the ~150
     elementwise ops per block then reuse small buffers instead of streaming 80 MB temporaries,
-    about twice as fast. The numbers are identical either way; compiled code fuses it all anyway.
+    about twice as fast. Inside a compiled graph the cipher is the opaque op ``blocks_op``.
     """
+    if torch.compiler.is_compiling():
+        out = blocks_op(key, n)
+        return out[..., 0], out[..., 1]
+    return _eager_blocks(key, n)
+
+
+def _counter_blocks(key: torch.Tensor, n: int):
+    lo = torch.arange(n, dtype=torch.int64, device=key.device)
+    return threefry2x32(key[..., None, :], torch.zeros_like(lo), lo)
+
+
+def _eager_blocks(key: torch.Tensor, n: int):
     def run(lo):
         return threefry2x32(key[..., None, :], torch.zeros_like(lo), lo)
 
-    if n <= _CHUNK or torch.compiler.is_compiling():
+    if n <= _CHUNK:
         return run(torch.arange(n, dtype=torch.int64, device=key.device))
     parts = [run(torch.arange(s, min(n, s + _CHUNK), dtype=torch.int64, device=key.device))
              for s in range(0, n, _CHUNK)]
     return torch.cat([p[0] for p in parts], dim=-1), torch.cat([p[1] for p in parts], dim=-1)
+
+
+_compiled_blocks = None
+
+
+@torch.library.custom_op("fer_func::threefry_blocks", mutates_args=())
+def blocks_op(key: torch.Tensor, n: int) -> torch.Tensor:
+    """``_blocks`` as one opaque op of compiled graphs: ``(..., 2)`` keys -> ``(..., n, 2)`` words.
+
+    Inlined into a population's graph, the cipher (~160 integer ops) was copied into every kernel
+    that read its output, and a derived key's cipher into the cipher using the key, in scalar and
+    vector variants: inductor then spent minutes generating C++ for a regularized_cnn step
+    (docs/results.md). As an opaque op it is compiled once, on its own, with dynamic sizes, and
+    shared by every draw of every population; the numbers are the same integer arithmetic.
+    """
+    global _compiled_blocks
+    if _compiled_blocks is None:
+        _compiled_blocks = torch.compile(lambda k, m: torch.stack(_counter_blocks(k, m), dim=-1), dynamic=True)
+    return _compiled_blocks(key.contiguous(), n)
+
+
+@blocks_op.register_fake
+def _(key, n):
+    return key.new_empty((*key.shape[:-1], n, 2))
+
+
+@blocks_op.register_vmap
+def _(info, in_dims, key, n):
+    # the op already maps over leading key dimensions: move the batch dimension in front
+    return blocks_op(key.movedim(in_dims[0], 0) if in_dims[0] is not None else key, n), 0 if in_dims[0] is not None else None
 
 
 def split(key: torch.Tensor, num: int = 2) -> torch.Tensor:

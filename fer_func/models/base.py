@@ -44,6 +44,17 @@ def _shapes(model: "Model") -> tuple[dict, dict]:
     return ({k: tuple(v.shape) for k, v in params.items()}, {k: tuple(v.shape) for k, v in state.items()})
 
 
+@functools.lru_cache(maxsize=None)
+def _macs(model: "Model") -> int:
+    # FlopCounterMode counts convolutions and matmuls from shapes alone, so meta tensors suffice.
+    from torch.utils.flop_counter import FlopCounterMode
+    params, state = model.init(prng.key(0).to("meta"))
+    x = torch.empty((1, *INPUT_SHAPE), device="meta")
+    with FlopCounterMode(display=False) as counter:
+        model.apply(params, state, x, train=False)
+    return counter.get_total_flops() // 2
+
+
 @dataclass(frozen=True)
 class Model:
     """``init(key) -> (params, state)``; ``apply(params, state, x, *, key, train, dropout) -> (logits, state)``.
@@ -83,6 +94,11 @@ class Model:
     def param_count(self) -> int:
         """Number of trainable scalars (buffers excluded), as ``sum(p.numel() for p in module.parameters())``."""
         return sum(math.prod(s) for s in self.shapes[0].values())
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of one image's forward pass (convolutions and matmuls; a training step is ~3x)."""
+        return _macs(self)
 
     def to_state_dict(self, params: dict, state: dict) -> dict:
         """One dict for ``reference().load_state_dict(...)`` or ``torch.save``."""

@@ -22,6 +22,7 @@ from fer_func.config import VariantConfig
 from fer_func.data.augment import class_weights
 from fer_func.data.dataset import FERData
 from fer_func.optim import schedules
+from fer_func.population.compiled import compile_program
 from fer_func.population.evaluate import make_eval_chunk, per_class
 from fer_func.population.plan import Plan, make_plan
 from fer_func.population.step import DATA_STREAM, INIT_STREAM, NOISE_STREAM, make_train_step
@@ -38,7 +39,7 @@ def sample_mean_class_weights(labels: torch.Tensor) -> torch.Tensor:
 
 class Population:
     def __init__(self, variants: list[VariantConfig], data: FERData, *, device="cpu", dtype=torch.float32,
-                 compile: bool = True, mode: str = "vmap", eval_chunk: int = 512, micro_batch: int | None = None):
+                 compile: bool | str = True, mode: str = "vmap", eval_chunk: int = 512, micro_batch: int | None = None):
         if mode not in ("vmap", "loop"):
             raise ValueError(f"mode = {mode!r}: must be 'vmap' or 'loop'")
         self.variants, self.device, self.dtype, self.mode = list(variants), torch.device(device), dtype, mode
@@ -197,12 +198,17 @@ class Population:
         loss, confusion = 0.0, 0.0
         for start in range(0, int(y.shape[0]), self.eval_chunk_size):
             s = torch.tensor(start, device=self.device)
+            first = "eval_compile_s" not in self.timing
+            t = time.perf_counter()
             if self.mode == "vmap":
                 l, c = self._eval(params, model_state, x, y, s, n)
             else:
                 outs = [self._eval(tree.index(params, i), tree.index(model_state, i), x, y, s, n)
                         for i in range(len(self.variants))]
                 l, c = torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs])
+            if first:  # the first call compiles the eval program: report it apart, like the step's
+                self._sync()
+                self.timing["eval_compile_s"] = time.perf_counter() - t
             loss, confusion = loss + l, confusion + c
         confusion = confusion.double().cpu().numpy().round().astype(np.int64)
         total = int(y.shape[0])
@@ -235,7 +241,8 @@ class Population:
     def load_state_dict(self, sd: dict):
         self.epoch, self.step_in_epoch, self._epoch_s = sd["epoch"], sd["step_in_epoch"], sd["epoch_s"]
         self.history = [{k: (np.asarray(v) if isinstance(v, list) else v) for k, v in r.items()} for r in sd["history"]]
-        self.timing = {**sd["timing"], "steps": 0}  # the first step after a resume compiles again
+        # the first step and eval after a resume compile again
+        self.timing = {**{k: v for k, v in sd["timing"].items() if k != "eval_compile_s"}, "steps": 0}
         self.carry = tree.to(sd["carry"], self.device)
         self.best = tree.to(sd["best"], self.device)
 
@@ -267,6 +274,8 @@ def _build_programs(model, micro_batch, accumulate, augment, varying_dropout, dt
         step = torch.func.vmap(step, in_dims=(0, 0, None, None, None, 0, None))
         evalc = torch.func.vmap(evalc, in_dims=(0, 0, None, None, None, None))
     if compile:
-        step = torch.compile(step, fullgraph=True, dynamic=False)
-        evalc = torch.compile(evalc, fullgraph=True, dynamic=False)
+        # ``compile`` is True (inductor) or a dynamo backend name ("aot_eager": dynamo's tracing and
+        # caching without inductor's code generation, which tests use to build many populations fast).
+        backend = compile if isinstance(compile, str) else "inductor"
+        step, evalc = compile_program(step, backend=backend), compile_program(evalc, backend=backend)
     return step, evalc

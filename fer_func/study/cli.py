@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 
 from fer_func.config import ConfigError
-from fer_func.study import experiments
+from fer_func.study import experiments, profiles
 from fer_func.study.options import DEFAULT_EXPERIMENTS, BenchOptions, RunOptions, check
 
 STUDIES = ("lr", "optimizer", "batch_size")
+FULL_TRAIN = 28709  # FER2013's Training split; the synthetic data has the same size
 
 _EPILOG = """\
 examples:
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     how = p.add_argument_group("how to run it")
     how.add_argument("--experiments", metavar="PATH", type=Path, default=DEFAULT_EXPERIMENTS,
                      help="the experiments file (default: experiments.toml next to runner.py)")
+    how.add_argument("--profile", metavar="NAME",
+                     help="experiments.toml profile: 'full' (the original study's sizes; default on CUDA) or 'cpu' "
+                          "(resized for a 2-core CPU; default elsewhere); --list shows them")
     how.add_argument("--data", default="synthetic", metavar="{synthetic,PATH}",
                      help="'synthetic' (default; FER2013-shaped random data, no download) or a path to fer2013.csv")
     how.add_argument("--epochs", type=int, metavar="N", help="override every variant's epochs (same as --set epochs=N)")
@@ -65,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="parent of the run directory (default runs/)")
     how.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a setting of every selected experiment, value in TOML syntax; repeatable: "
-                          "--set optimizer.lr=0.01 --set model.knobs.hidden=[256,128] --set grid.batch_size=[32,64]")
+                          "--set optimizer.lr=0.01 --set model.knobs.hidden=[256,128] --set grid.batch_size=[32,64]; "
+                          "NAME:KEY=VALUE sets one experiment only: --set lr:model.knobs.channels=[16,32,64,128]")
 
     bench = p.add_argument_group("benchmark options (with --bench)")
     bench.add_argument("--models", nargs="+", type=_csv(str), metavar="NAME", help="models to time")
@@ -97,19 +102,50 @@ def to_options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(study=args.study, experiment=args.experiment, all=args.all, resume=args.resume,
                       experiments=args.experiments, data=args.data, epochs=args.epochs, train_limit=args.train_limit,
                       seeds=args.seeds, device=args.device, compile=not args.no_compile, dtype=args.dtype, wandb=args.wandb, out=args.out,
-                      overrides=tuple(args.overrides), bench=bench)
+                      overrides=tuple(args.overrides), bench=bench, profile=args.profile)
 
 
-def listing(path, overrides=(), seeds: int = 1) -> str:
-    """The --list table: every experiment with its model, epochs and variant count."""
-    rows = [("id", "name", "kind", "variants", "model", "epochs", "description")]
-    for exp in experiments.load(path).values():
-        vs = exp.variants(tuple(overrides), seeds)
-        epochs = sorted({v.epochs for v in vs})
-        rows.append((exp.id, exp.name, "study" if exp.is_study else "experiment", str(len(vs)), vs[0].model.name,
-                     "/".join(map(str, epochs)), exp.description))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows)
+def build_from(model_config):
+    from fer_func.models import build_from as build
+    return build(model_config)
+
+
+def listing(path, overrides=(), seeds: int = 1, device: str = "auto", train_limit: int | None = None,
+            profile: str | None = None) -> str:
+    """The --list table, per profile: every experiment's model, parameters, epochs and estimated time here."""
+    from fer_func.study import estimate
+    from fer_func.study.options import resolve_device
+
+    dev = resolve_device(device)
+    rate = estimate.peak_gmacs(dev)
+    out = [f"device: {dev} (float32 matmul peak {rate:.0f} GMAC/s; times are estimates from counted "
+           f"multiply-adds, see fer_func/study/estimate.py)"]
+    found = experiments.load_profiles(path)
+    default = profiles.default_name(dev)
+    for name in ([profiles.pick(found, profile, Path(path).name).name] if profile else found):
+        catalog = experiments.load(path, name)
+        prof = found[name]
+        n_train = train_limit or prof.train_limit or FULL_TRAIN
+        scoped = experiments.scope_overrides(catalog, tuple(overrides))
+        rows = [("id", "name", "kind", "variants", "model", "params", "MMAC", "epochs", "est. time", "description")]
+        everything = []
+        for exp in catalog.values():
+            vs = exp.variants(scoped(exp), seeds)
+            everything += vs
+            model = build_from(vs[0].model)
+            epochs = sorted({v.epochs for v in vs})
+            est = estimate.seconds(vs, n_train, len(experiments.populations(vs)), dev, rate)
+            rows.append((exp.id, exp.name, "study" if exp.is_study else "experiment", str(len(vs)), model.name,
+                         f"{model.param_count / 1e6:.2f}M", f"{model.macs / 1e6:.1f}", "/".join(map(str, epochs)),
+                         estimate.fmt(est), exp.description))
+        groups = len(experiments.populations(everything))
+        total = estimate.seconds(everything, n_train, groups, dev, rate)
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+        out += ["", f"profile {name}{' (default here)' if name == default else ''}: {prof.description}",
+                f"  training images: {n_train}; --all --seeds {seeds}: {len(everything)} variants in {groups} "
+                f"populations, {estimate.fmt(total)} on {dev}"]
+        out += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+    return "\n".join(out)
 
 
 def _user_errors() -> tuple:
@@ -133,7 +169,8 @@ def main(argv=None) -> int:
     try:
         options = to_options(args)
         if args.list:
-            print(listing(options.experiments, options.all_overrides, options.seeds))
+            print(listing(options.experiments, options.all_overrides, options.seeds, options.device,
+                          options.train_limit, options.profile))
             return 0
         check(options)
         if options.bench is not None:

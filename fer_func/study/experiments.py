@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fer_func.config import (AugmentConfig, ConfigError, ModelConfig, OptimizerConfig,
                              ScheduleConfig, VariantConfig)
+from fer_func.study import profiles
 
 SECTIONS = {"model": ModelConfig, "optimizer": OptimizerConfig, "schedule": ScheduleConfig,
             "augment": AugmentConfig}
@@ -37,6 +38,7 @@ class Experiment:
     table: dict               # raw settings (no id/description/grid)
     grid: dict = field(default_factory=dict)  # dotted setting -> list of values; empty = one variant
     source: str = "experiments.toml"
+    profile: str = profiles.FULL   # the profile whose overlay is merged into ``table``
 
     @property
     def is_study(self) -> bool:
@@ -65,18 +67,48 @@ def read_toml(path: Path, missing: str, label) -> dict:
         raise ConfigError(f"{label}: invalid TOML: {e}") from None
 
 
-def load(path) -> dict[str, Experiment]:
-    """Parse, type-check and expand every experiment of ``path``; keyed by name in file order."""
+def load(path, profile: str = profiles.FULL) -> dict[str, Experiment]:
+    """Parse, type-check and expand every experiment of ``path`` under ``profile``; keyed by name in file order.
+
+    Every profile of the file is validated too, so a typo in any of them stops every command.
+    """
     path = Path(path)
+    tables, found = _read(path)
+    chosen = profiles.pick(found, profile, path.name)
+    for other in found.values():
+        if other is not chosen:
+            _catalog(path, tables, other)
+    return _catalog(path, tables, chosen)
+
+
+def load_profiles(path) -> dict[str, profiles.Profile]:
+    """The profiles of ``path`` (``full`` first), unvalidated beyond their own keys."""
+    return _read(Path(path))[1]
+
+
+def profile_of(path, name: str) -> profiles.Profile:
+    return profiles.pick(load_profiles(path), name, Path(path).name)
+
+
+def _read(path: Path):
     doc = read_toml(path, f"experiments file not found: {str(path)!r}; pass --experiments PATH", path.name)
-    unknown = set(doc) - {"experiments"}
+    unknown = set(doc) - {"experiments", "profiles"}
     if unknown:
-        raise ConfigError(f"{path.name}: unknown top-level key(s) {sorted(unknown)}; only [experiments.NAME] tables are allowed")
+        raise ConfigError(f"{path.name}: unknown top-level key(s) {sorted(unknown)}; only [experiments.NAME] and "
+                          f"[profiles.NAME] tables are allowed")
+    tables = doc.get("experiments", {})
+    if not tables:
+        raise ConfigError(f"{path.name}: no [experiments.NAME] tables found")
+    return tables, profiles.read(doc, path.name, list(tables))
+
+
+def _catalog(path: Path, tables: dict, profile: profiles.Profile) -> dict[str, Experiment]:
     catalog, ids = {}, {}
-    for name, table in doc.get("experiments", {}).items():
-        where = f"{path.name}: experiment {name!r}"
+    for name, table in tables.items():
+        where = f"{path.name}: experiment {name!r}" + (f" (profile {profile.name!r})" if profile.overlays.get(name) else "")
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: must be a table, got {table!r}")
+        table = profile.apply(name, table)
         exp_id = table.get("id", name)
         if not isinstance(exp_id, str):
             raise ConfigError(f"{where}: id = {exp_id!r}: must be a string, e.g. id = \"04\"")
@@ -85,11 +117,9 @@ def load(path) -> dict[str, Experiment]:
         ids[exp_id] = name
         exp = Experiment(name=name, id=exp_id, description=str(table.get("description", "")),
                          table={k: v for k, v in table.items() if k not in _META},
-                         grid=_flatten_grid(where, table.get("grid", {})), source=path.name)
+                         grid=_flatten_grid(where, table.get("grid", {})), source=path.name, profile=profile.name)
         exp.variants()  # validate now: a typo in any experiment stops every command
         catalog[name] = exp
-    if not catalog:
-        raise ConfigError(f"{path.name}: no [experiments.NAME] tables found")
     return catalog
 
 
@@ -106,14 +136,33 @@ def find(catalog: dict[str, Experiment], key: str, *, study: bool = False) -> Ex
 
 def select(catalog: dict[str, Experiment], *, experiment: str | None = None, study: str | None = None,
            all: bool = False, overrides: tuple[str, ...] = (), seeds: int = 1) -> list[VariantConfig]:
-    """The variants a command trains: one experiment, one study, or every experiment (``all``)."""
+    """The variants a command trains: one experiment, one study, or every experiment (``all``).
+
+    An override ``NAME:KEY=VALUE`` (``lr:model.knobs.channels=[16,32]``, or with the id, ``08:...``)
+    applies to that experiment only, so one experiment of ``--all`` can be resized alone.
+    """
     if sum([experiment is not None, study is not None, all]) != 1:
         raise ConfigError("choose exactly one of --experiment, --study and --all")
     if all:
         chosen = list(catalog.values())
     else:
         chosen = [find(catalog, study if study is not None else experiment, study=study is not None)]
-    return [v for exp in chosen for v in exp.variants(tuple(overrides), seeds)]
+    scoped = scope_overrides(catalog, overrides)
+    return [v for exp in chosen for v in exp.variants(scoped(exp), seeds)]
+
+
+def scope_overrides(catalog: dict[str, Experiment], overrides: tuple[str, ...]):
+    """``exp -> the overrides that apply to it``: unscoped ones to every experiment, ``NAME:...`` to one."""
+    parsed = []
+    for text in overrides:
+        head, eq, _ = text.partition("=")
+        target, colon, key = head.partition(":")
+        if colon and eq:
+            exp = find(catalog, target.strip())  # an unknown name is a ConfigError listing the choices
+            parsed.append((exp.name, text[len(target) + 1:]))
+        else:
+            parsed.append((None, text))
+    return lambda exp: tuple(t for name, t in parsed if name in (None, exp.name))
 
 
 def plan(options) -> list[VariantConfig]:
@@ -122,7 +171,7 @@ def plan(options) -> list[VariantConfig]:
     if options.resume is not None:
         from fer_func.study import resolved  # resolved imports this module
         return resolved.load(options.resume)
-    return select(load(options.experiments), experiment=options.experiment, study=options.study, all=options.all,
+    return select(load(options.experiments, options.profile_name), experiment=options.experiment, study=options.study, all=options.all,
                   overrides=options.all_overrides, seeds=options.seeds)
 
 
@@ -138,8 +187,8 @@ def populations(variants: list[VariantConfig], key=None) -> list[list[VariantCon
     """Group variants that can train as one compiled, vmapped population, in first-seen order.
 
     ``key`` maps a variant to a hashable group key. The default, :func:`population_key`, groups by
-    what fer_func.population.plan requires to be shared: the model, the epochs and the augmentation
-    settings (variants may still switch augmentation on or off).
+    what fer_func.population.plan requires to be shared (the model, the epochs and the augmentation
+    settings; variants may still switch augmentation on or off) and by batch size, see there.
     """
     key = key or population_key
     groups: dict = {}
@@ -148,12 +197,21 @@ def populations(variants: list[VariantConfig], key=None) -> list[list[VariantCon
     return list(groups.values())
 
 
+def population_key(v: VariantConfig) -> tuple:
+    """Variants with equal keys train together.
+
+    Batch size is part of the key unless the variant's own study varies it: a population steps in
+    micro-batches of gcd(batch sizes), so mixing a batch-16 variant into a batch-64 group would make
+    every member accumulate over 16-sample micro-batches (ghost batch norm with BatchNorm, other
+    dropout and augmentation draws). A batch-size study accepts that (it is its point and is
+    documented); every other variant keeps exactly the run it would have alone.
+    """
+    batches = ("study", v.experiment) if "batch_size" in v.hparams else v.batch_size
+    return model_key(v.model), v.epochs, dataclasses.replace(v.augment, enabled=True), batches
+
+
 def model_key(model: ModelConfig) -> tuple:
     return (model.name, json.dumps(model.knobs, sort_keys=True))
-
-
-def population_key(v: VariantConfig) -> tuple:
-    return model_key(v.model), v.epochs, dataclasses.replace(v.augment, enabled=True)
 
 
 def variant_id(v: VariantConfig) -> str:

@@ -48,6 +48,13 @@ class RunOptions:
     out: Path = Path("runs")           # each run gets a fresh directory under here
     overrides: tuple[str, ...] = ()    # --set KEY=VALUE, applied in order (epochs comes last)
     bench: BenchOptions | None = None  # set by --bench
+    profile: str | None = None         # experiments.toml profile; None = "full" on CUDA, "cpu" elsewhere
+
+    @property
+    def profile_name(self) -> str:
+        """The profile this run uses: the one asked for, else the device's default."""
+        from fer_func.study.profiles import default_name
+        return self.profile or default_name(resolve_device(self.device))
 
     @property
     def all_overrides(self) -> tuple[str, ...]:

@@ -82,3 +82,56 @@ def _save(fig: Figure, path) -> Path:
     path = Path(path)
     atomic_write(path, writer=lambda f: fig.savefig(f, format="png", dpi=110))
     return path
+
+
+def mean_curves(path, series: list[dict], title: str = "") -> Path:
+    """Seed-averaged accuracy per epoch: one color per configuration, val solid with its CI band, train dashed.
+
+    ``series`` items: ``{"label", "epochs", "train", "val", "val_half"}``, accuracies as fractions
+    (nan where no seed has a value), ``val_half`` the CI half-width per epoch (nan for one seed).
+    """
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for i, s in enumerate(series):
+        c = _color(i, len(series))
+        val = [100 * _nan(x) for x in s["val"]]
+        ax.plot(s["epochs"], [100 * _nan(x) for x in s["train"]], "--", color=c, alpha=0.6)
+        ax.plot(s["epochs"], val, "-", color=c, label=s["label"])
+        half = [100 * _nan(h) for h in s["val_half"]]
+        if any(math.isfinite(h) for h in half):
+            ax.fill_between(s["epochs"], [v - h for v, h in zip(val, half)], [v + h for v, h in zip(val, half)],
+                            color=c, alpha=0.12, linewidth=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epoch", ylabel="accuracy %", title=title or "mean accuracy over seeds (train dashed, val solid)")
+    ax.legend(fontsize="x-small" if len(series) > 6 else "small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+def accuracy_bars(path, labels, means, halves, reference, groups=None, title: str = "") -> Path:
+    """Horizontal bars of mean accuracy (fractions) with CI error bars, each beside a grey reference bar.
+
+    ``reference`` holds the original study's numbers in percent, None where it reported none;
+    ``groups`` (one name per bar) picks the bar colors, so the rows of one experiment share one.
+    """
+    n = len(labels)
+    groups = list(groups) if groups is not None else list(labels)
+    names = list(dict.fromkeys(groups))
+    fig = Figure(figsize=(8.5, 1.4 + 0.32 * max(n, 1)), layout="constrained")
+    ax = fig.subplots()
+    rows = list(range(n))[::-1]  # first label on top
+    ours = [100 * _nan(m) for m in means]
+    err = [100 * h if h is not None and math.isfinite(h) else 0.0 for h in halves]
+    ax.barh([r + 0.18 for r in rows], ours, height=0.36, xerr=err, capsize=2,
+            color=[_color(names.index(g), len(names)) for g in groups], label="this run (mean ± CI)")
+    ref_rows = [(r, x) for r, x in zip(rows, reference) if x is not None]
+    if ref_rows:
+        ax.barh([r - 0.18 for r, _ in ref_rows], [x for _, x in ref_rows], height=0.36, color="0.75",
+                hatch="//", edgecolor="0.45", label="original study")
+    for r, m, e in zip(rows, ours, err):
+        if math.isfinite(m):
+            ax.text(m + e + 0.8, r + 0.18, f"{m:.1f}", va="center", fontsize=7)
+    ax.set_yticks(rows, labels, fontsize=8)
+    ax.set_xlim(0, 100)
+    ax.set(xlabel="best validation accuracy %", title=title or "best validation accuracy per configuration")
+    ax.legend(fontsize="small", loc="lower right")
+    return _save(fig, path)

@@ -48,10 +48,10 @@ def new_run_dir(out, label: str) -> Path:
     return path
 
 
-def write_config(run_dir, variants) -> Path:
+def write_config(run_dir, variants, profile: str | None = None) -> Path:
     """config.toml: written before training so an interrupted run can be resumed."""
     path = Path(run_dir) / "config.toml"
-    atomic_write(path, resolved.dumps(variants).encode())
+    atomic_write(path, resolved.dumps(variants, profile).encode())
     return path
 
 

@@ -19,9 +19,11 @@ from fer_func.study.experiments import SCALARS, SECTIONS, parse_variant, read_to
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def dumps(variants: list[VariantConfig]) -> str:
+def dumps(variants: list[VariantConfig], profile: str | None = None) -> str:
     out = ["# Fully resolved configuration of every variant in this run (written by fer_func.study).",
            "# `python runner.py --resume RUN_DIR` reads it back.", ""]
+    if profile is not None:  # the experiments.toml profile the variants were resolved under
+        out += [f"profile = {_value(profile)}", ""]
     for v in variants:
         out += ["[[variant]]", f"id = {_value(variant_id(v))}", f"experiment = {_value(v.experiment)}"]
         out += [f"{k} = {_value(getattr(v, k))}" for k in SCALARS]

@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from fer_func import data as fer_data
+from fer_func.bench.suite import machine
 from fer_func.population import Population
 from fer_func.study import checkpoint, experiments, report
 from fer_func.study.options import RunOptions, resolve_device
@@ -33,7 +35,7 @@ from fer_func.study.tracking import Tracker
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 # Options a resumed run takes from run.json: they decide the numbers, so they cannot change mid-run.
-RESUMED = ("data", "train_limit", "dtype")
+RESUMED = ("data", "train_limit", "dtype", "profile")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -79,13 +81,22 @@ def _load_data(options: RunOptions):
     return data.limit_train(options.train_limit)
 
 
+def _resolve(options: RunOptions) -> RunOptions:
+    """Fix the profile and the training subset it implies, so run.json records what ran."""
+    if options.resume is not None:  # the data, dtype and profile the run started with, whatever this command says
+        saved = json.loads((Path(options.resume) / "run.json").read_text())
+        return dataclasses.replace(options, **{k: saved.get(k) for k in RESUMED})
+    profile = experiments.profile_of(options.experiments, options.profile_name)
+    return dataclasses.replace(options, profile=profile.name,
+                               train_limit=options.train_limit or profile.train_limit)
+
+
 def run(options: RunOptions) -> Path:
     started = time.perf_counter()
-    if options.resume is not None:  # the data and dtype the run started with, whatever this command says
-        saved = json.loads((Path(options.resume) / "run.json").read_text())
-        options = dataclasses.replace(options, **{k: saved[k] for k in RESUMED})
-    variants = experiments.plan(options)
+    options = _resolve(options)
     device = resolve_device(options.device)
+    print(f"profile: {options.profile or 'full'}  train images: {options.train_limit or 'all'}  device: {device}", flush=True)
+    variants = experiments.plan(options)
     data = _load_data(options)
     experiments.check_dataset(variants, int(data.labels["train"].shape[0]))
     groups = experiments.populations(variants)
@@ -94,27 +105,35 @@ def run(options: RunOptions) -> Path:
         run_dir = Path(options.resume)
     else:
         run_dir = report.new_run_dir(options.out, _label(options))
-        report.write_config(run_dir, variants)
+        report.write_config(run_dir, variants, profile=options.profile)
         checkpoint.atomic_write(run_dir / "run.json", json.dumps({k: getattr(options, k) for k in RESUMED}).encode())
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     print(f"data: {data.describe()}  device: {device}  run directory: {run_dir}")
 
-    entries = {id(v): {"id": experiments.variant_id(v), "hparams": dict(v.hparams), "seed": v.seed,
-                       "diverged": False, "param_count": 0, "epochs": [], "final": None} for v in variants}
+    entries = {id(v): {"id": experiments.variant_id(v), "experiment": v.experiment, "hparams": dict(v.hparams),
+                       "seed": v.seed, "diverged": False, "param_count": 0, "macs": 0, "population": g, "epochs": [],
+                       "final": None} for g, group in enumerate(groups) for v in group}
     # The report and W&B list variants in population order.
-    results = {"variants": [entries[id(v)] for group in groups for v in group],
+    results = {"command": " ".join(["python", "runner.py", *sys.argv[1:]]) if sys.argv[0].endswith("runner.py") else None,
+               "started": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(device),
+               "profile": options.profile or "full", "train_limit": options.train_limit, "data": data.describe(),
+               "device": str(device), "variants": [entries[id(v)] for group in groups for v in group],
+               "populations": [{"model": group[0].model.name, "k": len(group), "compile_s": None, "eval_compile_s": None,
+                                "step_s": None, "wall_s": None} for group in groups],
                "timing": {"compile_s": 0.0, "step_s": 0.0, "wall_s": 0.0}}
 
     with Tracker(options.wandb, run_dir, group=run_dir.name) as tracker, _StopFlag() as stop:
-        pops = []
-        for g, group in enumerate(groups):
-            pop = Population(group, data, device=device, compile=options.compile, dtype=getattr(torch, options.dtype))
+        for group in groups:
+            model = _model_of(group[0])
             for v in group:
-                entries[id(v)]["param_count"] = pop.model.param_count
-            pops.append(pop)
+                entries[id(v)]["param_count"], entries[id(v)]["macs"] = model.param_count, model.macs
         tracker.start([v for group in groups for v in group], [e["param_count"] for e in results["variants"]])
 
-        for g, (group, pop) in enumerate(zip(groups, pops)):
+        for g, group in enumerate(groups):
+            # One population at a time: built when it is about to train, released after, so memory
+            # holds one population plus the dataset however many the run has.
+            t0 = time.perf_counter()
+            pop = Population(group, data, device=device, compile=options.compile, dtype=getattr(torch, options.dtype))
             ckpt = run_dir / "checkpoints" / f"population-{g}.pt"
             if ckpt.exists():
                 pop.load_state_dict(checkpoint.load(ckpt, map_location=device))
@@ -128,11 +147,21 @@ def run(options: RunOptions) -> Path:
             t = results["timing"]
             t["compile_s"] += pop.timing["compile_s"]
             t["step_s"] = max(t["step_s"], pop.timing["step_s"])
+            results["populations"][g].update(compile_s=pop.timing["compile_s"],
+                                             eval_compile_s=pop.timing.get("eval_compile_s"),
+                                             step_s=pop.timing["step_s"], wall_s=time.perf_counter() - t0)
+            report.write_progress(run_dir, results)
+            del pop
         results["timing"]["wall_s"] = time.perf_counter() - started
         tracker.finish(results)
     report.write_run(run_dir, results)
     print((run_dir / "summary.md").read_text())
     return run_dir
+
+
+def _model_of(v):
+    from fer_func.models import build_from
+    return build_from(v.model)
 
 
 def _record_epoch(record, group, entries, tracker):

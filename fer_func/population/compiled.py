@@ -1,0 +1,30 @@
+"""``compile_program``: torch.compile a population's step or eval as a program of its own.
+
+Dynamo keys its cache by the *code object* of the compiled function. Every population's step is
+``vmap(step)``, and every ``vmap`` wrapper (like every ``make_train_step`` closure) runs the same
+code object, so without care all populations of a process share one cache: the 9th distinct
+population (different model, K, batch size...) hits the recompile limit, which ``fullgraph=True``
+turns into a hard error, and a lookup walks every other population's guards first. Giving each
+program a copy of the code object makes its cache its own: any number of populations coexist, and
+none can pick up another's compiled graph. Programs of equal static structure are still shared, by
+``population._programs``, so a new grid of values never recompiles.
+"""
+from __future__ import annotations
+
+import types
+
+import torch
+
+
+def own_code(fn):
+    """``fn`` with a private copy of its code object (same behaviour, closure, globals and attributes)."""
+    copy = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    copy.__dict__.update(fn.__dict__)
+    copy.__qualname__ = fn.__qualname__
+    return copy
+
+
+def compile_program(fn, **options):
+    """``torch.compile(fn, fullgraph=True, dynamic=False)`` with a dynamo cache private to this program."""
+    return torch.compile(own_code(fn), **{"fullgraph": True, "dynamic": False, **options})
