@@ -75,7 +75,7 @@ class ScheduleConfig:
     eta_min: float = 0.0        # cosine floor
     step_size: int = 10         # step decay period in units
     gamma: float = 0.1          # step decay factor
-    mode: str = "max"           # plateau: "max" for validation accuracy, "min" for a loss
+    mode: str = "max"           # plateau: "max" watches validation accuracy, "min" validation loss
     factor: float = 0.1         # plateau
     patience: int = 2           # plateau
     threshold: float = 1e-4     # plateau

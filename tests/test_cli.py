@@ -58,13 +58,15 @@ def test_help_explains_every_option(capsys):
 
 
 def test_list(capsys):
-    assert cli.main(["--list"]) == 0
+    assert cli.main(["--list", "--device", "cpu"]) == 0
     rows = [line.split()[:5] for line in capsys.readouterr().out.splitlines()]
-    assert rows[0] == ["id", "name", "kind", "variants", "model"]
-    assert ["08", "lr", "study", "12", "simple_cnn"] in rows and ["10", "batch_size", "study", "5", "simple_cnn"] in rows
-    assert ["04", "regularized_cnn", "experiment", "1", "regularized_cnn"] in rows and len(rows) == 12
-    assert cli.main(["--list", "--seeds", "3"]) == 0
-    assert ["09", "optimizer", "study", "12", "simple_cnn"] in [line.split()[:5] for line in capsys.readouterr().out.splitlines()]
+    assert ["id", "name", "kind", "variants", "model"] in rows
+    assert ["08", "lr", "study", "12", "regularized_cnn"] in rows and ["10", "batch_size", "study", "5", "regularized_cnn"] in rows
+    assert ["04", "regularized_cnn", "experiment", "1", "regularized_cnn"] in rows
+    assert len([r for r in rows if r[:1] == ["04"]]) == 2  # once per profile: full and cpu
+    assert cli.main(["--list", "--seeds", "3", "--profile", "cpu", "--device", "cpu"]) == 0
+    rows = [line.split()[:5] for line in capsys.readouterr().out.splitlines()]
+    assert ["09", "optimizer", "study", "12", "regularized_cnn"] in rows and len([r for r in rows if r[:1] == ["09"]]) == 1
 
 
 def test_dispatch_to_run(monkeypatch, capsys, tmp_path):
@@ -95,7 +97,9 @@ def _data_error():
     (["--study", "lr", "--set", "optimizer.lr=0.5"], "--set optimizer.lr=0.5 is overwritten by the grid"),
     (["--experiment", "04", "--set", "optimizer.lr=-1"], "experiment 'regularized_cnn' (04): optimizer.lr = -1.0: the learning rate must be > 0"),
     (["--experiment", "04", "--set", "optimizer.nope=1"], "optimizer.nope: unknown key; valid keys: name, lr"),
-    (["--experiment", "04", "--data", "/no/such/fer2013.csv"], "--data '/no/such/fer2013.csv': no such file or directory"),
+    (["--experiment", "04", "--data", "/no/such/fer2013.csv"], "--data /no/such/fer2013.csv: no such file or directory; download fer2013.csv from "
+     "https://www.kaggle.com/c/challenges-in-representation-learning-facial-expression-recognition-challenge/data "
+     "and pass --data PATH (or load(PATH)), or train on the built-in faces with --data synthetic"),
     (["--study", "lr", "--experiment", "04"], "choose exactly one of --study, --experiment, --all, --resume, --bench or --list (got --study, --experiment)"),
     ([], "choose exactly one of --study"),
     (["--study", "lr", "--k", "4"], "--k only apply to --bench"),

@@ -63,7 +63,8 @@ def test_study_grids(catalog):
     opt = {v.optimizer.name: v.optimizer for v in catalog["optimizer"].variants()}
     assert set(opt) == {"sgd", "adam", "rmsprop", "adamw"}
     assert (opt["sgd"].momentum, opt["rmsprop"].momentum, opt["adam"].momentum) == (0.9, 0.0, 0.0)
-    assert opt["adamw"].weight_decay == 1e-2 and opt["adam"].weight_decay == 0.0
+    # 05's coupled weight decay for SGD, Adam and RMSprop; AdamW's decoupled decay at torch's default
+    assert opt["adamw"].weight_decay == 1e-2 and opt["adam"].weight_decay == opt["sgd"].weight_decay == 1e-3
     bs = catalog["batch_size"].variants()
     assert [v.batch_size for v in bs] == [16, 32, 64, 128, 256]
     assert [ex.variant_id(v) for v in bs][0] == "batch_size[batch_size=16]-s0"
@@ -75,15 +76,16 @@ def test_study_grids(catalog):
 def test_all_groups_variants_into_populations(catalog):
     vs = ex.select(catalog, all=True)
     pops = ex.populations(vs)
-    # 04 and 05 share model, epochs and augmentation settings (05 switches it on); best trains 60 epochs, not 50;
-    # the studies share the CPU-sized simple_cnn but not their epochs (2/4/3), which a population must share.
-    assert [[v.experiment for v in p][:2] for p in pops] == [
-        ["mlp"], ["simple_cnn"], ["large_cnn"], ["regularized_cnn", "augmented_cnn"], ["resnet"], ["tiny_cnn"],
-        ["lr", "lr"], ["optimizer", "optimizer"], ["batch_size", "batch_size"], ["best"]]
-    assert [len(p) for p in pops] == [1, 1, 1, 2, 1, 1, 12, 4, 5, 1]
+    # 04, 05, 08, 09 and 11 share model, epochs, augmentation settings (switched on or off per variant)
+    # and batch size: one population. The batch-size study is its own (its micro-batch is gcd 16).
+    assert [sorted({v.experiment for v in p}) for p in pops] == [
+        ["mlp"], ["simple_cnn"], ["large_cnn"], ["augmented_cnn", "best", "lr", "optimizer", "regularized_cnn"],
+        ["resnet"], ["tiny_cnn"], ["batch_size"]]
+    assert [len(p) for p in pops] == [1, 1, 1, 1 + 1 + 12 + 4 + 1, 1, 1, 5]
     assert len({ex.variant_id(v) for v in vs}) == len(vs) == 7 + 12 + 4 + 5 + 1
-    same_epochs = ex.populations(vs, key=lambda v: ex.model_key(v.model))
-    assert [len(p) for p in same_epochs] == [1, 1, 1, 3, 1, 1, 21]
+    # Batch size keeps a variant out of another's population unless its own study varies it.
+    solo = ex.select(catalog, experiment="04", overrides=("batch_size=32",))
+    assert len(ex.populations(vs[:1] + solo + [v for v in vs if v.experiment == "augmented_cnn"])) == 3
 
 
 def test_populations_satisfy_the_engine_plan(catalog):

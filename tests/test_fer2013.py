@@ -148,7 +148,7 @@ def test_many_bad_rows_list_the_first_few_and_the_total(tmp_path):
 
 
 @pytest.mark.parametrize("content,message", [
-    (None, r"file not found; download fer2013\.csv from https://www\.kaggle\.com/c/challenges-in-representation-"
+    (None, r"no such file or directory; download fer2013\.csv from https://www\.kaggle\.com/c/challenges-in-representation-"
            r"learning-facial-expression-recognition-challenge/data and pass --data PATH"),
     ("", r"the file is empty"),
     ("emotion,pixels,Usage\n", r"header but no data rows"),

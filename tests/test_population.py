@@ -272,3 +272,26 @@ def test_dropout_rates_vary_as_tensors_only_when_they_differ():
         assert_same_member(pop, i, solo)
     same = [v.replace(optimizer=o) for v, o in zip([variants[0]] * 2, OPTIMIZERS)]
     assert Population(same, data, dtype=F64, compile=False).plan.varying_dropout == ()
+
+
+def test_plateau_watches_val_accuracy_in_max_mode_and_val_loss_in_min_mode():
+    """A population's plateau variants follow torch's ReduceLROnPlateau fed the metric their mode names.
+
+    Before the fix every variant was fed validation accuracy, so ``mode="min"`` cut the rate while
+    accuracy improved. Here each variant's lr after every epoch equals torch's scheduler stepped with
+    the validation accuracy (max) or the validation loss (min) the population itself recorded.
+    """
+    data = random_data()
+    scheds = [ScheduleConfig("plateau", mode="max", patience=0, threshold=0.0, factor=0.5),
+              ScheduleConfig("plateau", mode="min", patience=0, threshold=0.0, factor=0.5)]
+    variants = [BASE.replace(optimizer=OptimizerConfig("sgd", lr=0.2), schedule=s) for s in scheds]
+    pop, records = train(variants, data, epochs=5)
+    for i, s in enumerate(scheds):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.2)
+        ref = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=s.mode, factor=0.5, patience=0, threshold=0.0)
+        lrs = []
+        for r in records:
+            ref.step(float(r["val_acc"][i] if s.mode == "max" else r["val_loss"][i]))
+            lrs.append(opt.param_groups[0]["lr"])
+        got = [float(r["lr"][i]) for r in records[1:]] + [float(pop.carry["sched"]["lr"][i])]
+        assert got == pytest.approx(lrs, rel=1e-12), s.mode

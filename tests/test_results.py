@@ -1,13 +1,12 @@
 """The results page: verdicts on hand-made numbers, and the page and its figures from a fake whole-study run."""
 import json
-import math
 import random
 import re
 
 import pytest
 
 from fer_func.config import ConfigError
-from fer_func.study import results
+from fer_func.study import conclusions, results, verdicts
 
 # Every experiment and grid of `runner.py --all`, with a made-up true val acc per configuration (fractions).
 GRIDS = {
@@ -100,56 +99,56 @@ def written(tmp_path_factory):
 def test_verdict_from_constructed_numbers():
     win = {0: 0.60, 1: 0.62, 2: 0.61}
     base = {0: 0.50, 1: 0.51, 2: 0.52}
-    assert results.compare(win, base).verdict == results.HOLDS
-    assert results.compare(base, win).verdict == results.FAILS
-    assert results.compare(base, win, "<").verdict == results.HOLDS
+    assert verdicts.compare(win, base).verdict == verdicts.HOLDS
+    assert verdicts.compare(base, win).verdict == verdicts.FAILS
+    assert verdicts.compare(base, win, "<").verdict == verdicts.HOLDS
     overlapping = {0: 0.49, 1: 0.53, 2: 0.515}
-    assert results.compare(overlapping, base).verdict == results.NOISE
+    assert verdicts.compare(overlapping, base).verdict == verdicts.NOISE
     # One seed: no interval, never a verdict either way.
-    assert results.compare({0: 0.9}, {0: 0.1}).verdict == results.NOISE
-    assert results.compare({}, base).verdict == results.UNTESTED
+    assert verdicts.compare({0: 0.9}, {0: 0.1}).verdict == verdicts.NOISE
+    assert verdicts.compare({}, base).verdict == verdicts.UNTESTED
 
 
 def test_paired_difference_uses_common_seeds():
     # A shared per-seed offset cancels when paired: the difference is exactly +0.01 every seed.
     a = {0: 0.41, 1: 0.61, 2: 0.51}
     b = {0: 0.40, 1: 0.60, 2: 0.50}
-    mean, half, n, paired = results.difference(a, b)
+    mean, half, n, paired = verdicts.difference(a, b)
     assert paired and n == 3 and mean == pytest.approx(0.01) and half == pytest.approx(0, abs=1e-12)
-    assert results.compare(a, b).verdict == results.HOLDS
+    assert verdicts.compare(a, b).verdict == verdicts.HOLDS
     # Different seeds: Welch's unpaired interval, which cannot see past the seed-to-seed spread.
-    mean, half, n, paired = results.difference(a, {5: 0.40, 6: 0.60, 7: 0.50})
+    mean, half, n, paired = verdicts.difference(a, {5: 0.40, 6: 0.60, 7: 0.50})
     assert not paired and n == 6 and mean == pytest.approx(0.01) and half > 0.1
 
 
 def test_close_and_combine():
     a = {0: 0.580, 1: 0.585, 2: 0.582}
-    assert results.close(a, {0: 0.581, 1: 0.584, 2: 0.583}).verdict == results.HOLDS
-    assert results.close(a, {0: 0.48, 1: 0.485, 2: 0.482}).verdict == results.FAILS
-    assert results.combine([results.HOLDS, results.HOLDS]) == results.HOLDS
-    assert results.combine([results.HOLDS, results.NOISE]) == results.NOISE
-    assert results.combine([results.NOISE, results.FAILS]) == results.FAILS
-    assert results.combine([results.UNTESTED]) == results.UNTESTED
+    assert verdicts.close(a, {0: 0.581, 1: 0.584, 2: 0.583}).verdict == verdicts.HOLDS
+    assert verdicts.close(a, {0: 0.48, 1: 0.485, 2: 0.482}).verdict == verdicts.FAILS
+    assert verdicts.combine([verdicts.HOLDS, verdicts.HOLDS]) == verdicts.HOLDS
+    assert verdicts.combine([verdicts.HOLDS, verdicts.NOISE]) == verdicts.NOISE
+    assert verdicts.combine([verdicts.NOISE, verdicts.FAILS]) == verdicts.FAILS
+    assert verdicts.combine([verdicts.UNTESTED]) == verdicts.UNTESTED
 
 
 def test_conclusions_on_the_fake_study():
     data = fake_results()
-    found = {c.key: c for c in results.conclusions(results.configurations(data), results.majority_rate(data))}
-    assert found["a"].verdict == results.HOLDS                  # 45 vs 26
-    assert found["b"].verdict == results.HOLDS                  # 03's train acc runs 30 points above its val
-    assert found["d"].verdict == results.FAILS                  # made-up 06 is 2 points above 04, beyond the noise
-    assert found["f"].verdict == results.HOLDS                  # two seeds diverge, one stays near chance
-    assert found["i"].verdict == results.HOLDS
-    assert found["l"].verdict == results.HOLDS
-    assert found["m"].verdict == results.UNTESTED
+    found = {c.key: c for c in conclusions.conclusions(conclusions.configurations(data), conclusions.majority_rate(data))}
+    assert found["a"].verdict == verdicts.HOLDS                  # 45 vs 26
+    assert found["b"].verdict == verdicts.HOLDS                  # 03's train acc runs 30 points above its val
+    assert found["d"].verdict == verdicts.FAILS                  # made-up 06 is 2 points above 04, beyond the noise
+    assert found["f"].verdict == verdicts.HOLDS                  # two seeds diverge, one stays near chance
+    assert found["i"].verdict == verdicts.HOLDS
+    assert found["l"].verdict == verdicts.HOLDS
+    assert found["m"].verdict == verdicts.UNTESTED
     assert "25.1%" in found["f"].evidence                      # the majority class, read from the confusion matrices
 
 
 def test_a_missing_experiment_is_not_tested():
     data = fake_results()
     data["variants"] = [v for v in data["variants"] if v["experiment"] != "mlp"]
-    found = {c.key: c for c in results.conclusions(results.configurations(data), None)}
-    assert found["a"].verdict == results.UNTESTED and "01 mlp" in found["a"].evidence
+    found = {c.key: c for c in conclusions.conclusions(conclusions.configurations(data), None)}
+    assert found["a"].verdict == verdicts.UNTESTED and "01 mlp" in found["a"].evidence
 
 
 # --- the page --------------------------------------------------------------------------------

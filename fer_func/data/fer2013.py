@@ -31,7 +31,13 @@ from fer_func.data.dataset import SPLITS, USAGES, DataError, FERData
 from fer_func.data.pixels import NOT_INTEGER, NUM_PIXELS, OUT_OF_RANGE, WRONG_COUNT, describe_row, parse_pixels
 
 DOWNLOAD = ("download fer2013.csv from https://www.kaggle.com/c/challenges-in-representation-learning-"
-            "facial-expression-recognition-challenge/data and pass --data PATH (or load(PATH))")
+            "facial-expression-recognition-challenge/data and pass --data PATH (or load(PATH)), "
+            "or train on the built-in faces with --data synthetic")
+
+
+def not_found(path) -> str:
+    """The one message for a missing data path (the CLI's early check and the loader both use it)."""
+    return f"{path}: no such file or directory; {DOWNLOAD}"
 FILE_NAMES = ("fer2013.csv", "fer2013.csv.gz", "icml_face_data.csv", "icml_face_data.csv.gz", "train.csv")
 CACHE_VERSION = 1  # bump when the cached layout or the checks change
 SPLIT_FRACTION = 0.1  # train.csv only: share of rows held out for val and for test each
@@ -48,7 +54,7 @@ def find_file(path) -> Path:
                     return folder / name
         raise DataError(f"{path}: no FER2013 file in this directory (looked for {', '.join(FILE_NAMES)}); {DOWNLOAD}")
     if not path.is_file():
-        raise DataError(f"{path}: file not found; {DOWNLOAD}")
+        raise DataError(not_found(path))
     return path
 
 

@@ -165,8 +165,11 @@ class Population:
         train_acc = (mt["correct"] / count).double().cpu().numpy()
         val = self.evaluate("val")
         pick = torch.func.vmap(tree.where)
-        stepped = torch.func.vmap(schedules.after_epoch)(
-            self.carry["sched"], torch.as_tensor(val["acc"], dtype=self.dtype, device=self.device))
+        # Plateau watches validation accuracy in mode "max" and validation loss in mode "min" (torch's
+        # convention for a loss); feeding accuracy to "min" would cut the rate while it improves.
+        as_t = lambda x: torch.as_tensor(x, dtype=self.dtype, device=self.device)
+        watched = torch.where(self.carry["sched"]["mode_max"], as_t(val["acc"]), as_t(val["loss"]))
+        stepped = torch.func.vmap(schedules.after_epoch)(self.carry["sched"], watched)
         self.carry["sched"] = pick(self.carry["diverged"], self.carry["sched"], stepped)  # a diverged variant is frozen
         improved = torch.as_tensor(val["acc"], device=self.device) > self.best["val_acc"]
         self.best["params"] = pick(improved, self.carry["params"], self.best["params"])

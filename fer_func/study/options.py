@@ -79,7 +79,8 @@ def check(options: RunOptions) -> RunOptions:
         if value is not None and value < 1:
             raise ConfigError(f"{name} = {value}: must be a positive integer")
     if options.data != "synthetic" and not Path(options.data).exists():
-        raise ConfigError(f"--data {options.data!r}: no such file or directory; pass a path to fer2013.csv or --data synthetic")
+        from fer_func.data.fer2013 import not_found
+        raise ConfigError(f"--data {not_found(options.data)}")
     resolve_device(options.device)
     return options
 

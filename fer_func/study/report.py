@@ -113,7 +113,11 @@ def summary_md(results: dict, confidence: float = 0.95) -> str:
     pct = f" (mean ± {100 * confidence:g}% CI over seeds)" if multi else ""
     head = ["variant", *(["seeds"] if multi else []), "parameters", "train acc %", "val acc %", "gap %", "test acc %",
             "epoch s", "diverged"]
-    lines = [f"# Run summary", "", f"Accuracies in percent{pct}; gap = train acc - val acc.", "",
+    where = [f"profile {results['profile']}"] if results.get("profile") else []
+    if results.get("train_limit"):
+        where.append(f"first {results['train_limit']:,} training images")
+    lines = ["# Run summary", "", *([", ".join(where) + ".", ""] if where else []),
+             f"Accuracies in percent{pct}; gap = train acc - val acc.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, vs in groups.items():
         ok = [v for v in vs if not v["diverged"]]
@@ -137,6 +141,14 @@ def summary_md(results: dict, confidence: float = 0.95) -> str:
         v = results["variants"][best]
         lines += ["", f"Best variant: **{v['id']}** (val acc {100 * v['final']['val_acc']:.2f}%, "
                       f"best epoch {v['final']['best_epoch']})."]
+    pops = [(i, p) for i, p in enumerate(results.get("populations") or []) if _finite(p.get("compile_s"))]
+    if pops:
+        lines += ["", "| population | model | K | compile s (step) | compile s (eval) | step s | wall s |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {i + 1} | {p['model']} | {p['k']} | {p['compile_s']:.1f} | "
+                  f"{p['eval_compile_s']:.1f} | {p['step_s']:.3f} | {p['wall_s']:.0f} |"
+                  if _finite(p.get("eval_compile_s")) and _finite(p.get("step_s")) and _finite(p.get("wall_s")) else
+                  f"| {i + 1} | {p['model']} | {p['k']} | {p['compile_s']:.1f} | — | — | — |" for i, p in pops]
     t = results.get("timing") or {}
     if t:
         lines += ["", "Timing: " + ", ".join(f"{k} = {t[k]:.2f}" for k in ("compile_s", "step_s", "wall_s")
