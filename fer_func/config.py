@@ -34,11 +34,18 @@ class ModelConfig:
         _check(self.name in MODEL_NAMES, "model.name", self.name, f"unknown model; choose one of {', '.join(MODEL_NAMES)}")
 
 
+# torch.optim's defaults where they differ between optimizers; an omitted lr or weight_decay takes
+# its optimizer's (torch.optim.RMSprop's lr is 1e-2, AdamW's weight decay 1e-2). Tested against
+# torch.optim.<X>(...).defaults.
+TORCH_DEFAULTS = {"sgd": {"lr": 1e-3, "weight_decay": 0.0}, "adam": {"lr": 1e-3, "weight_decay": 0.0},
+                  "adamw": {"lr": 1e-3, "weight_decay": 1e-2}, "rmsprop": {"lr": 1e-2, "weight_decay": 0.0}}
+
+
 @dataclass(frozen=True)
 class OptimizerConfig:
     name: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0   # coupled (L2 in the gradient) except for adamw, where it is decoupled
+    lr: float = None            # None: torch.optim's default for ``name`` (TORCH_DEFAULTS)
+    weight_decay: float = None  # coupled (L2 in the gradient) except for adamw, where it is decoupled
     momentum: float = 0.0       # sgd, rmsprop
     dampening: float = 0.0      # sgd
     nesterov: bool = False      # sgd
@@ -50,6 +57,9 @@ class OptimizerConfig:
 
     def __post_init__(self):
         _check(self.name in OPTIMIZER_NAMES, "optimizer.name", self.name, f"unknown optimizer; choose one of {', '.join(OPTIMIZER_NAMES)}")
+        for key, value in TORCH_DEFAULTS[self.name].items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
         _check(self.lr > 0, "optimizer.lr", self.lr, "the learning rate must be > 0")
         _check(self.weight_decay >= 0, "optimizer.weight_decay", self.weight_decay, "must be >= 0")
         _check(0 <= self.momentum < 1, "optimizer.momentum", self.momentum, "must be in [0, 1)")

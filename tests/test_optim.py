@@ -297,3 +297,22 @@ def test_select_population_on_cuda_matches_cpu_torch_runs():
     cuda = lambda t: tree.to(t, "cuda")  # noqa: E731
     refs = [[cuda(r) for r in ref] for ref in refs]
     run_population(vmap(opt.update), cuda(params), cuda(state), [cuda(g) for g in grads], lrs.cuda(), refs, "cuda")
+
+
+@pytest.mark.parametrize("name, torch_cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
+                                             ("adamw", torch.optim.AdamW), ("rmsprop", torch.optim.RMSprop)])
+def test_omitted_fields_take_torch_optims_defaults(name, torch_cls):
+    """experiments.toml promises torch.optim's defaults for omitted fields (AdamW's decay is 1e-2, RMSprop's lr 1e-2)."""
+    ours = OptimizerConfig(name)
+    theirs = torch_cls([torch.zeros(1, requires_grad=True)]).defaults
+    fields = {"lr": "lr", "weight_decay": "weight_decay", "momentum": "momentum", "dampening": "dampening",
+              "nesterov": "nesterov", "eps": "eps", "alpha": "alpha", "centered": "centered"}
+    for ours_name, torch_name in fields.items():
+        if torch_name in theirs:
+            assert getattr(ours, ours_name) == theirs[torch_name], (name, ours_name)
+    if "betas" in theirs:
+        assert (ours.beta1, ours.beta2) == tuple(theirs["betas"])
+    # and the library's aliases build the same optimizer state hyperparameters
+    from fer_func.optim import from_config
+    opt_state = from_config(ours).init({"w": torch.zeros(2)})
+    assert float(get_hparam(opt_state, "lr")) == pytest.approx(theirs["lr"], rel=1e-7)  # a float32 tensor
