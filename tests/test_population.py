@@ -295,3 +295,21 @@ def test_plateau_watches_val_accuracy_in_max_mode_and_val_loss_in_min_mode():
             lrs.append(opt.param_groups[0]["lr"])
         got = [float(r["lr"][i]) for r in records[1:]] + [float(pop.carry["sched"]["lr"][i])]
         assert got == pytest.approx(lrs, rel=1e-12), s.mode
+
+
+def test_noise_streams_follow_the_variants_own_micro_steps_in_a_batch_size_population():
+    """Dropout and augmentation are keyed by the variant's own micro-step count, not the population's.
+
+    Batch 40 on 100 images trains 10 micro-steps of 8 per epoch while batch 8 trains 12; the batch-40
+    variant idles 2 micro-steps an epoch. Before the fix those idle steps advanced its noise counter,
+    so from epoch 2 on it drew other masks than a solo run with the same micro-batch.
+    """
+    data = random_data(n_train=100)
+    model = ModelConfig("regularized_cnn", {"channels": [3, 4], "convs_per_block": 1, "fc": [8],
+                                            "dropout_conv": 0.1, "dropout_fc": 0.3})
+    variants = [BASE.replace(model=model, batch_size=b, augment=AugmentConfig(enabled=True), epochs=3)
+                for b in (8, 40)]
+    pop, _ = train(variants, data, epochs=3)
+    assert pop.plan.active_steps == (12, 10)
+    solo, _ = train([variants[1]], data, epochs=3, micro_batch=8)
+    assert_same_member(pop, 1, solo)  # "step" included: it counts the variant's own micro-steps

@@ -119,7 +119,10 @@ def make_train_step(plan: Plan, update, mean: float, std: float, dtype: torch.dt
         newly_diverged = active & ~finite
         out["diverged"] = carry["diverged"] | newly_diverged
         out["diverged_step"] = torch.where(newly_diverged, carry["step"], carry["diverged_step"])
-        out["step"] = carry["step"] + 1
+        # The variant's own micro-step count: it keys dropout/augmentation, so a variant idling at the
+        # end of a shorter epoch (batch-size populations) or frozen by divergence does not advance it,
+        # and draws what a solo run with the same micro-batch draws.
+        out["step"] = carry["step"] + active.to(carry["step"].dtype)
 
         n_ok = ok.to(loss.dtype)
         correct = (logits.argmax(-1) == y).sum().to(loss.dtype)
