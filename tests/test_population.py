@@ -313,3 +313,29 @@ def test_noise_streams_follow_the_variants_own_micro_steps_in_a_batch_size_popul
     assert pop.plan.active_steps == (12, 10)
     solo, _ = train([variants[1]], data, epochs=3, micro_batch=8)
     assert_same_member(pop, 1, solo)  # "step" included: it counts the variant's own micro-steps
+
+
+def test_an_overflowing_update_never_becomes_the_best_or_the_reported_model():
+    """The last update of an epoch overflows (loss and gradients were finite, so the step commits it):
+    the epoch-end check marks the variant diverged, its best stays finite, finish() reports finite numbers,
+    and its neighbour is untouched."""
+    data = random_data()
+    variants = [BASE.replace(seed=0), BASE.replace(seed=1)]
+    pop = Population(variants, data, dtype=F64, compile=False)
+    clean = Population(variants, data, dtype=F64, compile=False)
+    pop.train_epoch(), clean.train_epoch()
+    best_before = tree.clone(tree.index(pop.best["params"], 1))
+    for p in (pop, clean):
+        for j in range(p.plan.steps_per_epoch):
+            p.step(p.epoch_order(1), p._js[j])
+    name = next(iter(pop.carry["params"]))
+    pop.carry["params"][name][1].view(-1)[0] = float("inf")  # what an overflowing last update leaves
+    record = pop._end_epoch(0.0)
+    clean._end_epoch(0.0)
+    assert record["diverged"].tolist() == [False, True]
+    assert int(pop.best["epoch"][1]) == 0
+    for a, b in zip(tree.leaves(tree.index(pop.best["params"], 1)), tree.leaves(best_before)):
+        assert torch.equal(a, b)
+    final = pop.finish()
+    assert final[1]["diverged"] and np.isfinite(final[1]["test_loss"]) and final[1]["best_epoch"] == 0
+    assert final[0] == clean.finish()[0]

@@ -25,7 +25,7 @@ from fer_func.optim import schedules
 from fer_func.population.compiled import compile_program
 from fer_func.population.evaluate import make_eval_chunk, per_class
 from fer_func.population.plan import Plan, make_plan
-from fer_func.population.step import DATA_STREAM, INIT_STREAM, NOISE_STREAM, make_train_step
+from fer_func.population.step import DATA_STREAM, INIT_STREAM, NOISE_STREAM, all_finite, make_train_step
 
 MEAN, STD = 0.5, 0.25  # fixed input normalisation: x in [0, 1] -> roughly zero mean, unit scale
 
@@ -159,6 +159,13 @@ class Population:
             torch.cuda.synchronize(self.device)
 
     def _end_epoch(self, train_s: float) -> dict:
+        # The step checks loss and gradients only (step.py), so an update that overflowed is committed.
+        # One reduction per epoch catches it: the variant is diverged from here on and keeps the best
+        # parameters it had, never non-finite ones.
+        finite = torch.func.vmap(all_finite)({"params": self.carry["params"], "state": self.carry["model_state"]})
+        newly = ~finite & ~self.carry["diverged"]
+        self.carry["diverged"] = self.carry["diverged"] | newly
+        self.carry["diverged_step"] = torch.where(newly, self.carry["step"], self.carry["diverged_step"])
         mt = self.carry["metrics"]
         count = mt["count"].clamp(min=1)
         train_loss = (mt["loss_sum"] / count).double().cpu().numpy()
@@ -171,7 +178,7 @@ class Population:
         watched = torch.where(self.carry["sched"]["mode_max"], as_t(val["acc"]), as_t(val["loss"]))
         stepped = torch.func.vmap(schedules.after_epoch)(self.carry["sched"], watched)
         self.carry["sched"] = pick(self.carry["diverged"], self.carry["sched"], stepped)  # a diverged variant is frozen
-        improved = torch.as_tensor(val["acc"], device=self.device) > self.best["val_acc"]
+        improved = (torch.as_tensor(val["acc"], device=self.device) > self.best["val_acc"]) & finite
         self.best["params"] = pick(improved, self.carry["params"], self.best["params"])
         self.best["model_state"] = pick(improved, self.carry["model_state"], self.best["model_state"])
         self.best["val_acc"] = torch.where(improved, torch.as_tensor(val["acc"], device=self.device), self.best["val_acc"])
