@@ -60,6 +60,15 @@ def test_compiled_equals_eager():
     key = prng.key(7)
     compiled = torch.compile(lambda k, xb: augment(k, xb, ON), fullgraph=True)
     torch.testing.assert_close(compiled(key, x), augment(key, x, ON))
+    # vmapped over variants (keys) and images, as in a population: the opaque bilinear_sample op's
+    # batching rule folds the variant axis into the batch and must give each variant its own result
+    keys, xs = prng.split(prng.key(8), 3), torch.stack([images(4, seed=s) for s in range(3)])
+    batched = torch.compile(torch.func.vmap(lambda k, xb: augment(k, xb, ON)), fullgraph=True)(keys, xs)
+    shared = torch.compile(torch.func.vmap(lambda k, xb: augment(k, xb, ON), in_dims=(0, None)),
+                           fullgraph=True)(keys, xs[0])
+    for i in range(3):
+        torch.testing.assert_close(batched[i], augment(keys[i], xs[i], ON))
+        torch.testing.assert_close(shared[i], augment(keys[i], xs[0], ON))
 
 
 def test_flip_only_and_flip_twice_is_identity():
