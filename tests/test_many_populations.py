@@ -8,8 +8,8 @@ dropout, mixed optimizers) each compile, take a step and evaluate in one process
 result equals the same population run eagerly, so none picked up another's compiled program.
 
 The many-population test compiles through dynamo with the ``aot_eager`` backend: the same tracing,
-guards, caches and recompile limit as inductor, without inductor's C++ code generation (minutes
-per population on 2 cores; docs/results.md). Two of the populations also compile with inductor.
+guards, caches and recompile limit as inductor, without inductor's C++ code generation (tens of
+seconds per population on 2 cores). One more population then compiles with inductor.
 """
 import pytest
 import torch
@@ -63,7 +63,6 @@ def test_own_code_gives_each_compiled_function_its_own_dynamo_cache():
 @pytest.mark.slow
 def test_more_than_twelve_distinct_compiled_populations_in_one_process():
     data = random_data(n_train=64, n_eval=24)
-    torch._dynamo.reset()
     results = {name: run_one(vs, data, "aot_eager") for name, vs in cases()}
     assert len(results) >= 12
     for name, vs in cases():  # each compiled population computed its own numbers, not another's
@@ -75,12 +74,11 @@ def test_more_than_twelve_distinct_compiled_populations_in_one_process():
 
 
 @pytest.mark.slow
-def test_inductor_populations_of_different_families_coexist():
+def test_an_inductor_population_after_them_compiles_and_equals_eager():
     data = random_data(n_train=64, n_eval=24)
-    picked = dict(cases())
-    for name in ("tiny_cnn-K2", "mlp-K3"):
-        got, got_val = run_one(picked[name], data, True)
-        want, want_val = run_one(picked[name], data, False)
-        for a, b in zip(tree.leaves(got), tree.leaves(want)):
-            torch.testing.assert_close(a, b)
-        torch.testing.assert_close(torch.as_tensor(got_val["loss"]), torch.as_tensor(want_val["loss"]))
+    variants = dict(cases())["tiny_cnn-K2"]
+    got, got_val = run_one(variants, data, True)  # inductor; the module's other tests filled dynamo's caches
+    want, want_val = run_one(variants, data, False)
+    for a, b in zip(tree.leaves(got), tree.leaves(want)):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(torch.as_tensor(got_val["loss"]), torch.as_tensor(want_val["loss"]))

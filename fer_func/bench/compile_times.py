@@ -1,0 +1,80 @@
+"""Compile time of every population ``--all`` builds, cold and warm, on this machine.
+
+    python -m fer_func.bench.compile_times [--profile cpu] [--json PATH]
+
+Runs two child processes over one fresh inductor cache directory: the first compiles every
+population's training step and evaluation with nothing cached (a user's first run), the second
+finds them cached (any later run). Each child builds the populations of ``--all --seeds 1`` under
+the profile one after another, in one process as ``--all`` does, and times the first step and the
+first evaluation of each, which is where compilation happens. The data is the synthetic set at the
+profile's training-subset size (compile time does not depend on the pixel values).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def measure(profile: str) -> list[dict]:
+    """One row per population: model, K, step and eval compile seconds (this process's caches)."""
+    import torch
+
+    from fer_func import data as fer_data
+    from fer_func.population import Population
+    from fer_func.study import experiments
+    from fer_func.study.options import DEFAULT_EXPERIMENTS
+
+    prof = experiments.profile_of(DEFAULT_EXPERIMENTS, profile)
+    variants = experiments.select(experiments.load(DEFAULT_EXPERIMENTS, profile), all=True)
+    data = fer_data.load("synthetic").limit_train(prof.train_limit)
+    rows = []
+    for group in experiments.populations(variants):
+        pop = Population(group, data, device="cpu", dtype=torch.float32)
+        t = time.perf_counter()
+        pop.step(pop.epoch_order(0), pop._js[0])
+        step_s = time.perf_counter() - t
+        pop.evaluate("val")
+        rows.append({"model": group[0].model.name, "k": len(group), "experiments": sorted({v.experiment for v in group}),
+                     "step_compile_s": round(step_s, 1), "eval_compile_s": round(pop.timing["eval_compile_s"], 1)})
+        print(json.dumps(rows[-1]), flush=True)
+        del pop
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fer_func.bench.compile_times", description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        measure(args.profile)
+        return 0
+    result = {"profile": args.profile, "date": time.strftime("%Y-%m-%d %H:%M")}
+    with tempfile.TemporaryDirectory(prefix="fer-func-inductor-") as cache:
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+        for run in ("cold", "warm"):
+            t = time.perf_counter()
+            out = subprocess.run([sys.executable, "-m", "fer_func.bench.compile_times", "--child", "--profile",
+                                  args.profile], env=env, capture_output=True, text=True, check=True).stdout
+            result[run] = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+            result[f"{run}_process_s"] = round(time.perf_counter() - t, 1)
+    print(f"profile {args.profile}, {result['date']}: seconds to compile (cold = empty inductor cache, warm = cached)")
+    print("| population | K | step cold | eval cold | step warm | eval warm |\n|---|---|---|---|---|---|")
+    for c, w in zip(result["cold"], result["warm"]):
+        print(f"| {c['model']} ({', '.join(c['experiments'])}) | {c['k']} | {c['step_compile_s']} | "
+              f"{c['eval_compile_s']} | {w['step_compile_s']} | {w['eval_compile_s']} |")
+    print(f"whole process: cold {result['cold_process_s']} s, warm {result['warm_process_s']} s")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
