@@ -199,3 +199,14 @@ def test_a_run_dir_without_results_json_is_one_line_error(tmp_path, capsys):
     assert err.startswith("error: ") and err.count("\n") == 1 and str(tmp_path / "results.json") in err
     assert "runner.py" in err
     assert not (tmp_path / "r.md").exists()
+
+
+def test_a_large_cnn_that_never_learned_does_not_make_regularization_close_its_gap():
+    """03 stuck at chance has no gap: (b) and (e) presuppose that it overfits, so they do not hold."""
+    data = fake_results()
+    for v in data["variants"]:
+        if v["experiment"] == "large_cnn":
+            v["final"].update(train_acc=0.25, val_acc=0.249 + 0.001 * v["seed"], gap=0.001 - 0.001 * v["seed"])
+    found = {c.key: c for c in conclusions.conclusions(conclusions.configurations(data), conclusions.majority_rate(data))}
+    assert found["b"].verdict == verdicts.FAILS and "03 overfits" in found["b"].evidence
+    assert found["e"].verdict == verdicts.FAILS
