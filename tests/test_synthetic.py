@@ -67,4 +67,4 @@ def test_sample_grid_png(tmp_path, capsys):
     sample_grid(generate(0, (300, 0, 0)), out, per_class=4)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert samples_main(["--data", str(tmp_path / "missing.csv"), "--out", str(out)]) == 2
-    assert "file not found" in capsys.readouterr().err
+    assert "missing.csv: no such file or directory" in capsys.readouterr().err
