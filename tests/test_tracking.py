@@ -6,6 +6,7 @@ just that wandb did not crash.
 """
 import json
 import struct
+import time
 import sys
 
 import pytest
@@ -36,7 +37,27 @@ def records(path):
             yield record
 
 
-def read_run(run_dir):
+def read_run(run_dir, wait_s: float = 30.0):
+    """The run's records, once wandb's service has written them all.
+
+    wandb's service process can still be appending to the .wandb file for a moment after
+    ``run.finish()`` returns, so a read can meet a half-written record (seen once in CI as
+    "Wire format was corrupt"; the same file parsed whole a second later). Retry until it parses.
+    """
+    from google.protobuf.message import DecodeError
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            run = _read_run(run_dir)
+            if run["summary"] or time.monotonic() > deadline:  # finish() writes the summary last
+                return run
+        except DecodeError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
+def _read_run(run_dir):
     [path] = run_dir.glob("run-*.wandb")
     out = {"config": {}, "history": [], "summary": {}, "group": None, "name": None}
     for r in records(path):
