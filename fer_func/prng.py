@@ -109,7 +109,9 @@ def _(key, n):
 @blocks_op.register_vmap
 def _(info, in_dims, key, n):
     # the op already maps over leading key dimensions: move the batch dimension in front
-    return blocks_op(key.movedim(in_dims[0], 0) if in_dims[0] is not None else key, n), 0 if in_dims[0] is not None else None
+    if in_dims[0] is None:
+        return blocks_op(key, n), None
+    return blocks_op(key.movedim(in_dims[0], 0), n), 0
 
 
 def split(key: torch.Tensor, num: int = 2) -> torch.Tensor:

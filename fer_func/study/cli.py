@@ -105,14 +105,10 @@ def to_options(args: argparse.Namespace) -> RunOptions:
                       overrides=tuple(args.overrides), bench=bench, profile=args.profile)
 
 
-def build_from(model_config):
-    from fer_func.models import build_from as build
-    return build(model_config)
-
-
 def listing(path, overrides=(), seeds: int = 1, device: str = "auto", train_limit: int | None = None,
             profile: str | None = None) -> str:
     """The --list table, per profile: every experiment's model, parameters, epochs and estimated time here."""
+    from fer_func.models import build_from
     from fer_func.study import estimate
     from fer_func.study.options import resolve_device
 

@@ -38,7 +38,6 @@ class Experiment:
     table: dict               # raw settings (no id/description/grid)
     grid: dict = field(default_factory=dict)  # dotted setting -> list of values; empty = one variant
     source: str = "experiments.toml"
-    profile: str = profiles.FULL   # the profile whose overlay is merged into ``table``
 
     @property
     def is_study(self) -> bool:
@@ -117,7 +116,7 @@ def _catalog(path: Path, tables: dict, profile: profiles.Profile) -> dict[str, E
         ids[exp_id] = name
         exp = Experiment(name=name, id=exp_id, description=str(table.get("description", "")),
                          table={k: v for k, v in table.items() if k not in _META},
-                         grid=_flatten_grid(where, table.get("grid", {})), source=path.name, profile=profile.name)
+                         grid=_flatten_grid(where, table.get("grid", {})), source=path.name)
         exp.variants()  # validate now: a typo in any experiment stops every command
         catalog[name] = exp
     return catalog

@@ -145,10 +145,10 @@ def summary_md(results: dict, confidence: float = 0.95) -> str:
     if pops:
         lines += ["", "| population | model | K | compile s (step) | compile s (eval) | step s | wall s |",
                   "|---|---|---|---|---|---|---|"]
-        lines += [f"| {i + 1} | {p['model']} | {p['k']} | {p['compile_s']:.1f} | "
-                  f"{p['eval_compile_s']:.1f} | {p['step_s']:.3f} | {p['wall_s']:.0f} |"
-                  if _finite(p.get("eval_compile_s")) and _finite(p.get("step_s")) and _finite(p.get("wall_s")) else
-                  f"| {i + 1} | {p['model']} | {p['k']} | {p['compile_s']:.1f} | — | — | — |" for i, p in pops]
+        cell = lambda x, spec: format(x, spec) if _finite(x) else "—"  # noqa: E731
+        lines += [f"| {i + 1} | {p['model']} | {p['k']} | {cell(p['compile_s'], '.1f')} | "
+                  f"{cell(p.get('eval_compile_s'), '.1f')} | {cell(p.get('step_s'), '.3f')} | "
+                  f"{cell(p.get('wall_s'), '.0f')} |" for i, p in pops]
     t = results.get("timing") or {}
     if t:
         lines += ["", "Timing: " + ", ".join(f"{k} = {t[k]:.2f}" for k in ("compile_s", "step_s", "wall_s")

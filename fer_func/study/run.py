@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from fer_func import data as fer_data
 from fer_func.bench.suite import machine
+from fer_func.models import build_from
 from fer_func.population import Population
 from fer_func.study import checkpoint, experiments, report
 from fer_func.study.options import RunOptions, resolve_device
@@ -124,7 +125,7 @@ def run(options: RunOptions) -> Path:
 
     with Tracker(options.wandb, run_dir, group=run_dir.name) as tracker, _StopFlag() as stop:
         for group in groups:
-            model = _model_of(group[0])
+            model = build_from(group[0].model)
             for v in group:
                 entries[id(v)]["param_count"], entries[id(v)]["macs"] = model.param_count, model.macs
         tracker.start([v for group in groups for v in group], [e["param_count"] for e in results["variants"]])
@@ -157,11 +158,6 @@ def run(options: RunOptions) -> Path:
     report.write_run(run_dir, results)
     print((run_dir / "summary.md").read_text())
     return run_dir
-
-
-def _model_of(v):
-    from fer_func.models import build_from
-    return build_from(v.model)
 
 
 def _record_epoch(record, group, entries, tracker):
