@@ -1,4 +1,5 @@
 """Explicit keys: reproducible, statistically sound, and identical alone / under vmap / compiled / vs JAX."""
+import json
 import pathlib
 import re
 
@@ -101,6 +102,24 @@ def test_matches_jax_bit_for_bit():
     # erfinv differs from XLA's by an ulp or so; everything upstream of it is bit-identical.
     np.testing.assert_allclose(np.asarray(jax.random.normal(jk, (1000,))), prng.normal(k, (1000,)).numpy(),
                                rtol=0, atol=4e-6)
+
+
+def test_matches_jax_known_answers():
+    # jax.random's answers, frozen by scripts/make_known_answers.py, so CI (no JAX) checks them too;
+    # the same comparisons as test_matches_jax_bit_for_bit.
+    ref = json.loads((pathlib.Path(__file__).parent / "known_answers" / "jax_random.json").read_text())
+    for seed, words in ref["prng_key"].items():
+        assert prng.key(int(seed)).tolist() == words, seed
+    for d in ref["draws"]:
+        k = torch.tensor(d["key"], dtype=torch.int64)
+        assert prng.split(k, 5).tolist() == d["split_5"]
+        for data, child in d["fold_in"].items():
+            assert prng.fold_in(k, int(data)).tolist() == child, data
+        assert prng.bits(k, (3, 11)).tolist() == d["bits_3x11"]
+        # float32 values stored exactly as JSON doubles: equal tensors mean equal bits
+        assert torch.equal(prng.uniform(k, (64,)), torch.tensor(d["uniform_64"], dtype=torch.float32))
+        torch.testing.assert_close(prng.normal(k, (64,)), torch.tensor(d["normal_64"], dtype=torch.float32),
+                                   rtol=0, atol=4e-6)
 
 
 GLOBAL_RNG = re.compile(r"torch\.(manual_seed|rand|randn|randint|randperm|bernoulli|multinomial|normal)\(|\.(uniform_|normal_|bernoulli_|random_)\(")

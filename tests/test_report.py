@@ -2,6 +2,7 @@
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +61,21 @@ def test_per_class_matches_sklearn():
     assert got["recall"] == pytest.approx(list(r), rel=1e-12) and got["f1"] == pytest.approx(list(f), rel=1e-12)
 
 
+KNOWN_ANSWERS = Path(__file__).parent / "known_answers"
+
+
+def test_per_class_matches_sklearn_known_answers():
+    # sklearn's answers, frozen by scripts/make_known_answers.py, so CI (no sklearn) checks them too
+    ref = json.loads((KNOWN_ANSWERS / "sklearn_per_class.json").read_text())
+    for name, case in ref["cases"].items():
+        cm = [[0] * 7 for _ in range(7)]
+        for t, p in zip(case["y_true"], case["y_pred"]):
+            cm[t][p] += 1
+        got = report.per_class(cm)
+        for metric in ("precision", "recall", "f1"):
+            assert got[metric] == pytest.approx(case[metric], rel=1e-12), (name, metric)
+
+
 def test_t_quantile_against_tables():
     # two-sided 95% critical values of Student's t (any statistics table)
     for df, t in [(1, 12.7062047), (2, 4.3026527), (4, 2.7764451), (9, 2.2621572), (30, 2.0422725)]:
@@ -71,6 +87,14 @@ def test_t_quantile_against_tables():
     m, h = stats.mean_ci([0.50, 0.54])
     assert (m, h) == (pytest.approx(0.52), pytest.approx(12.7062047 * 0.02, rel=1e-8))  # sd/sqrt(2) = 0.02
     assert math.isnan(stats.mean_ci([0.3])[1])
+
+
+def test_t_quantile_matches_scipy_known_answers():
+    # scipy's answers, frozen by scripts/make_known_answers.py, so CI (no scipy) checks them too
+    ref = json.loads((KNOWN_ANSWERS / "scipy_t_quantile.json").read_text())
+    for c, ts in ref["t_by_confidence"].items():
+        for df, t in zip(ref["df"], ts, strict=True):
+            assert stats.t_quantile(float(c), df) == pytest.approx(t, rel=1e-10), (c, df)
 
 
 def test_best_variant_ignores_diverged(results):
