@@ -15,6 +15,7 @@ from fer_func import tree
 from fer_func.config import OptimizerConfig
 from fer_func.optim import (adam, adamw, apply_updates, from_config, from_configs, get_hparam, hparam_names,
                             rmsprop, select, sgd, with_hparams)
+from fer_func.optim.select import active_state
 
 F64 = torch.float64
 STEPS = 60
@@ -92,10 +93,11 @@ def torch_run(rule, kwargs, params, grads, lrs):
     return traj
 
 
-def find(state, name):
-    """The ``{param: tensor}`` buffer called ``name`` in an optimizer state (a select state: the active rule's)."""
+def find(state, name, opt=None):
+    """The ``{param: tensor}`` buffer called ``name`` in an optimizer state (a select state: the active rule's,
+    rebuilt from the shared buffers by ``active_state``, which needs the select optimizer ``opt``)."""
     if isinstance(state, dict) and "choices" in state:
-        return find(state["choices"][str(int(state["index"]))], name)
+        return find(active_state(opt, state), name)
     if isinstance(state, dict):
         if name in state and isinstance(state[name], dict):
             return state[name]
@@ -106,12 +108,12 @@ def find(state, name):
     return None
 
 
-def check_step(params, state, ref, step, where=""):
+def check_step(params, state, ref, step, where="", opt=None):
     ref_params, ref_bufs = ref
     torch.testing.assert_close(params, ref_params, msg=lambda m: f"{where} params differ at step {step}: {m}")
     for name, buf in ref_bufs.items():
         if buf:  # SGD without momentum keeps no buffer
-            torch.testing.assert_close(find(state, name), buf, msg=lambda m: f"{where} {name} differs at step {step}: {m}")
+            torch.testing.assert_close(find(state, name, opt), buf, msg=lambda m: f"{where} {name} differs at step {step}: {m}")
 
 
 @pytest.mark.parametrize("rule,kwargs,scheduled", CASES, ids=_ids(CASES))
@@ -150,13 +152,13 @@ def population(rule):
     return opts[0], tree.stack(params), states, [tree.stack(list(gs)) for gs in zip(*grads)], torch.tensor(lrs, dtype=F64).T, refs
 
 
-def run_population(update, params, state, grads, lrs, refs, where):
+def run_population(update, params, state, grads, lrs, refs, where, opt=None):
     for s in range(STEPS):
         state = with_hparams(state, lr=lrs[s])
         updates, state = update(grads[s], state, params)
         params = apply_updates(params, updates)
         for k, ref in enumerate(refs):
-            check_step(tree.index(params, k), tree.index(state, k), ref[s], s, f"{where} member {k}")
+            check_step(tree.index(params, k), tree.index(state, k), ref[s], s, f"{where} member {k}", opt)
     return params, state
 
 
@@ -215,16 +217,29 @@ def test_select_mixed_rules_under_vmap_match_each_torch_run():
     opt, params, state, grads, lrs, refs = mixed_population()
     assert state["index"].tolist() == [0, 1, 2, 3, 4, 1, 5]  # rules in order of first appearance
     before = tree.clone(state["choices"])
-    run_population(vmap(opt.update), params, state, grads, lrs, refs, "select")
-    # An inactive rule's state never moves: member 0 (sgd) keeps Adam's buffers at zero.
+    run_population(vmap(opt.update), params, state, grads, lrs, refs, "select", opt)
+    # An inactive rule's own state never moves: member 0 (sgd) keeps Adam's step counter at zero.
     torch.testing.assert_close(tree.index(state["choices"]["1"]["inner"], 0), tree.index(before["1"]["inner"], 0))
+
+
+def test_select_shares_buffers_across_rules():
+    """Issue 11: a mixed population holds max(buffers per rule), not the sum, per variant."""
+    params = {"w": torch.zeros(30, 5, dtype=F64), "b": torch.zeros(5, dtype=F64)}
+    rules = [sgd(lr=0.1, momentum=0.9), adam(lr=0.1), rmsprop(lr=0.1, momentum=0.5), adamw(lr=0.1)]
+    own = sum(tree.num_elements(r.init(params)) for r in rules)
+    shared = tree.num_elements(select(rules, 0).init(params))
+    n = tree.num_elements(params)
+    # Own states: sgd 1 + adam 2 + rmsprop 2 + adamw 2 = 7 buffers; shared: 2 (plus small scalars).
+    assert own - 7 * n < n and shared - 2 * n < n, (own, shared, n)
+    centered = select(rules + [rmsprop(lr=0.1, momentum=0.5, centered=True)], 4).init(params)
+    assert len(centered["buffers"]) == 3
 
 
 def test_select_compiled_once_for_the_mixed_population():
     torch._dynamo.reset()
     opt, params, state, grads, lrs, refs = mixed_population()
     with torch._dynamo.config.patch(error_on_recompile=True):
-        run_population(torch.compile(vmap(opt.update), fullgraph=True), params, state, grads, lrs, refs, "compiled select")
+        run_population(torch.compile(vmap(opt.update), fullgraph=True), params, state, grads, lrs, refs, "compiled select", opt)
 
 
 def test_hparams_are_state_tensors_with_params_dtype():

@@ -10,7 +10,7 @@ from fer_func.optim import schedules, transforms
 from fer_func.optim.alias import adam, adamw, from_config, rmsprop, sgd
 from fer_func.optim.base import (Optimizer, apply_updates, chain, get_hparam, hparam_names, inject_hyperparams,
                                  with_hparams)
-from fer_func.optim.select import from_configs, select
+from fer_func.optim.select import active_state, from_configs, select
 
 __all__ = ["Optimizer", "apply_updates", "chain", "inject_hyperparams", "with_hparams", "get_hparam", "hparam_names",
-           "sgd", "adam", "adamw", "rmsprop", "from_config", "select", "from_configs", "schedules", "transforms"]
+           "sgd", "adam", "adamw", "rmsprop", "from_config", "select", "active_state", "from_configs", "schedules", "transforms"]

@@ -100,9 +100,8 @@ class Population:
         its active rule's state, which is what a solo run with that optimizer carries.
         """
         m = tree.clone(tree.index(self.carry, i))
-        opt = m["opt_state"]
-        if "choices" in opt:
-            m["opt_state"] = opt["choices"][str(int(opt["index"]))]
+        if "choices" in m["opt_state"]:
+            m["opt_state"] = optim.active_state(self.optimizers[i], m["opt_state"])
         return m
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
