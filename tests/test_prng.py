@@ -1,5 +1,6 @@
 """Explicit keys: reproducible, statistically sound, and identical alone / under vmap / compiled / vs JAX."""
 import json
+import math
 import pathlib
 import re
 
@@ -131,3 +132,15 @@ def test_no_global_rng_in_library_code():
                  for p in root.rglob("*.py") for i, line in enumerate(p.read_text().splitlines())
                  if GLOBAL_RNG.search(line)]
     assert not offenders, "global RNG in library code:\n" + "\n".join(offenders)
+
+
+def test_threefry_op_compiles_once_for_every_key_rank_and_size():
+    """Each compile of the opaque cipher costs ~25 s on a cold cache; keys of any rank, any batch
+    (including 1 and 2, which dynamic shapes would specialise or duck-size) and any n share one."""
+    prng.blocks_op(torch.zeros(4, 2, dtype=torch.int64), 5)  # compiles (or finds the program compiled)
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for shape, n in [((2,), 1), ((2,), 3), ((1, 2), 2), ((2, 2), 2), ((3, 2), 3), ((4, 3, 2), 7), ((5, 64, 2), 9)]:
+            key = torch.arange(math.prod(shape), dtype=torch.int64).reshape(shape)
+            out = prng.blocks_op(key, n)
+            y0, y1 = prng._eager_blocks(key, n)
+            assert torch.equal(out, torch.stack([y0, y1], dim=-1)), (shape, n)
