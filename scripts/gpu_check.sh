@@ -2,8 +2,8 @@
 # GPU benchmark matrix + a short real-data study for a fresh CUDA box (torch 2.11, no wandb).
 # Everything is written to $WORK; at the end $OUT gets the log, the real-data summary.md and one
 # tarball of all json/png (the device tool returns at most 8 files).
-# Every part has its own timeout so the whole script ends well inside 8 minutes even if a compile
-# is slow (parts sum to 405 s + kill grace); a part that times out leaves the rows it printed in its log. Run from the repo root:
+# Every part has its own timeout so the whole script ends inside 8 minutes even if a compile is slow
+# (parts sum to 450 s + kill grace); a part that times out leaves the rows it printed in its log. Run from the repo root:
 #     OUT=/tmp/out bash scripts/gpu_check.sh
 set -u
 OUT=${OUT:-gpu_out}
@@ -23,27 +23,34 @@ part() {  # part NAME SECONDS ARGS...: one runner.py --bench call with a hard ti
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
 
+study() {  # study NAME SECONDS ARGS...: one short real-data runner.py study with a hard timeout
+  local name=$1 secs=$2; shift 2
+  echo "=== $name (timeout ${secs}s, at $(( $(date +%s) - T0 ))s)"
+  timeout -k 10 "$secs" python runner.py --data "$SUBSET" --device cuda --wandb disabled --out "$WORK/runs/$name" "$@" \
+    || echo "=== $name ended with status $? (124 = timed out)"
+  cp "$WORK/runs/$name"/*/summary.md "$OUT/$name.md" 2>/dev/null || true
+}
+
 # 1. The headline: simple_cnn, population vs sequential at K = 1, 8, 32 (targets >= 6x at 8, >= 15x at 32).
-part simple_cnn 150 --models simple_cnn --k 1,8,32 --steps 20 --impls sequential,population
-# 2. regularized_cnn at K = 8 (target >= 4x) and the mlp.
-part regularized_mlp 90 --models regularized_cnn,mlp --k 8 --steps 20 --impls sequential,population
-# 3. Measured options: bf16 autocast, and channels-last for the torch.nn baseline (+ its compiled twin).
-part simple_cnn_bf16 70 --models simple_cnn --k 8,32 --steps 20 --impls sequential,population --bf16
-part simple_cnn_channels_last 50 --models simple_cnn --k 8 --steps 20 --impls sequential,sequential_compiled --channels-last
-# 4. A short real-data study: the lr study at experiment 02's full width on a FER2013 subset that travels
-#    with the tree (python scripts/make_gpu_subset.py here, then carry .gpu_data).
-if [ -s .gpu_data/fer2013_subset.csv.gz ]; then
-  echo "=== real-data lr study (at $(( $(date +%s) - T0 ))s)"
-  timeout -k 10 150 python runner.py --study lr --data .gpu_data/fer2013_subset.csv.gz --device cuda --wandb disabled \
-      --out "$WORK/runs" --set "model.knobs.channels=[32,64]" --set "model.knobs.fc=[128,64]" --epochs 3 \
-    || echo "=== real-data study ended with status $?"
-  cp "$WORK"/runs/*/summary.md "$OUT/real_lr_summary.md" 2>/dev/null || true
+part simple_cnn 90 --models simple_cnn --k 1,8,32 --steps 20 --impls sequential,population
+# 2. regularized_cnn at K = 8 (target >= 4x) and the mlp; then the two big families, resnet and large_cnn.
+part regularized_mlp 50 --models regularized_cnn,mlp --k 8 --steps 20 --impls sequential,population
+part resnet_large 70 --models resnet,large_cnn --k 8 --steps 10 --impls sequential,population
+# 3. bf16 autocast in the step benchmark.
+part simple_cnn_bf16 45 --models simple_cnn --k 8,32 --steps 20 --impls sequential,population --bf16
+# 4. Real data (a FER2013 subset that travels with the tree: python scripts/make_gpu_subset.py here, then
+#    carry .gpu_data): the lr study (cpu profile, 2 epochs), fp32-with-TF32 vs bf16, CUDA graphs off vs on,
+#    then --all end to end (cpu profile, one epoch, eager: it checks every experiment's path on CUDA).
+SUBSET=.gpu_data/fer2013_subset.csv.gz
+if [ -s "$SUBSET" ]; then
+  LR=(--study lr --profile cpu --epochs 2)
+  study lr_tf32 40 "${LR[@]}" --precision tf32
+  study lr_tf32_graphs 40 "${LR[@]}" --precision tf32 --cuda-graphs
+  study lr_bf16 40 "${LR[@]}" --precision bf16
+  study all_eager 75 --all --profile cpu --epochs 1 --seeds 1 --no-compile
 else
-  echo "=== no .gpu_data/fer2013_subset.csv.gz: real-data study skipped (run scripts/make_gpu_subset.py, carry .gpu_data)"
+  echo "=== no $SUBSET: real-data parts skipped (run scripts/make_gpu_subset.py, carry .gpu_data)"
 fi
-# 5. The benchmark's own test (CPU, tiny).
-echo "=== tests (at $(( $(date +%s) - T0 ))s)"
-timeout -k 5 45 python -m pytest tests/test_bench.py -q -x || echo "=== tests ended with status $?"
 echo "=== done in $(( $(date +%s) - T0 ))s; files:"
 ls -la "$WORK"
-tar czf "$OUT/gpu_results.tgz" -C "$WORK" --exclude runs . && ls -la "$OUT"
+tar czf "$OUT/gpu_results.tgz" -C "$WORK" --exclude "*.pt" . && ls -la "$OUT"

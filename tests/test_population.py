@@ -339,3 +339,22 @@ def test_an_overflowing_update_never_becomes_the_best_or_the_reported_model():
     final = pop.finish()
     assert final[1]["diverged"] and np.isfinite(final[1]["test_loss"]) and final[1]["best_epoch"] == 0
     assert final[0] == clean.finish()[0]
+
+
+def test_first_epoch_step_time_leaves_the_compile_out():
+    """``timing["step_s"]`` is the steady-state step: after a one-epoch run it must not spread the
+    first step's compilation over the epoch (it did: the check ran after the epoch counter moved)."""
+    pop, (rec,) = train([BASE.replace(epochs=1)], random_data(n_train=128), epochs=1, compile="aot_eager")
+    steps = pop.plan.steps_per_epoch
+    assert pop.timing["compile_s"] > 0 and steps > 1
+    assert pop.timing["step_s"] == pytest.approx((rec["epoch_s"] - pop.timing["compile_s"]) / (steps - 1))
+
+
+@pytest.mark.parametrize("model", [SMALL_CNN, SMALL_BN, ModelConfig("resnet", {"stem": 4, "stages": [4, 8], "blocks": 1}),
+                                   ModelConfig("mlp", {"hidden": [16]})], ids=lambda m: m.name)
+def test_vectorized_init_equals_one_variant_at_a_time(model):
+    """Accelerators draw all K initial models in one vmapped init; it must be the per-variant init, bit for bit."""
+    pop = Population([BASE.replace(model=model, seed=s) for s in (0, 1, 7)], random_data(n_train=32), compile=False)
+    for (p1, s1), (p2, s2) in zip(pop._init_models(vectorized=True), pop._init_models(vectorized=False)):
+        assert all(torch.equal(a, b) for a, b in zip(tree.leaves((p1, s1)), tree.leaves((p2, s2))))
+        assert tree.leaves(p1)

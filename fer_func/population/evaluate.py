@@ -10,12 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from fer_func.population.plan import Plan
+from fer_func.population.precision import autocast
 from fer_func.population.step import normalize
 
 NUM_CLASSES = 7
 
 
-def make_eval_chunk(plan: Plan, mean: float, std: float, dtype: torch.dtype, chunk: int):
+def make_eval_chunk(plan: Plan, mean: float, std: float, dtype: torch.dtype, chunk: int, precision: str = "fp32"):
     model = plan.model
 
     def eval_chunk(params, model_state, images, labels, start, n):
@@ -24,7 +25,9 @@ def make_eval_chunk(plan: Plan, mean: float, std: float, dtype: torch.dtype, chu
         pos = torch.clamp(pos, max=n - 1)
         x = normalize(images[pos].unsqueeze(1).to(dtype) / 255.0, mean, std)
         y = labels[pos]
-        logits, _ = model.apply(params, model_state, x, key=None, train=False)
+        with autocast(precision, x.device.type):
+            logits, _ = model.apply(params, model_state, x, key=None, train=False)
+        logits = logits.to(dtype)
         nll = F.cross_entropy(logits, y, reduction="none")
         pred = logits.argmax(-1)
         w = valid.to(dtype)

@@ -24,6 +24,7 @@ from fer_func.data.dataset import FERData
 from fer_func.optim import schedules
 from fer_func.population.compiled import compile_program
 from fer_func.population.evaluate import make_eval_chunk, per_class
+from fer_func.population import precision as precisions
 from fer_func.population.plan import Plan, make_plan
 from fer_func.population.step import DATA_STREAM, INIT_STREAM, NOISE_STREAM, all_finite, make_train_step
 
@@ -39,10 +40,14 @@ def sample_mean_class_weights(labels: torch.Tensor) -> torch.Tensor:
 
 class Population:
     def __init__(self, variants: list[VariantConfig], data: FERData, *, device="cpu", dtype=torch.float32,
-                 compile: bool | str = True, mode: str = "vmap", eval_chunk: int = 512, micro_batch: int | None = None):
+                 compile: bool | str = True, mode: str = "vmap", eval_chunk: int = 512, micro_batch: int | None = None,
+                 precision: str = "fp32", cuda_graphs: bool = False):
         if mode not in ("vmap", "loop"):
             raise ValueError(f"mode = {mode!r}: must be 'vmap' or 'loop'")
         self.variants, self.device, self.dtype, self.mode = list(variants), torch.device(device), dtype, mode
+        self.precision = precisions.check(precision)
+        # CUDA graphs replay the compiled step with no launch overhead; elsewhere there is nothing to replay.
+        self.cuda_graphs = bool(cuda_graphs and compile is True and self.device.type == "cuda")
         self.data = data.to(self.device)
         self.train_x, self.train_y = self.data.split("train")
         self.plan = make_plan(self.variants, int(self.train_y.shape[0]), micro_batch)
@@ -56,15 +61,34 @@ class Population:
         rules = tuple(dict.fromkeys(v.optimizer.rule for v in self.variants))
         p = self.plan
         self._step, self._eval = _programs(p.model, p.micro_batch, p.accumulate, p.augment, p.varying_dropout, rules,
-                                           dtype, mode, compile, eval_chunk, self.optimizers[0].update)
+                                           dtype, mode, compile, eval_chunk, self.precision, self.cuda_graphs,
+                                           self.optimizers[0].update)
         self.eval_chunk_size = eval_chunk
         self._js = torch.arange(self.plan.steps_per_epoch, device=self.device)
+        # Chunk offsets and split sizes as device tensors made once: evaluation copies nothing from the host.
+        self._eval_index = {split: (torch.arange(0, int(y.shape[0]), eval_chunk, device=self.device),
+                                    torch.tensor(int(y.shape[0]), device=self.device))
+                            for split, y in self.data.labels.items()}
 
     # --- state ---------------------------------------------------------------------------------
 
-    def _init_variant(self, i: int, v: VariantConfig):
+    def _init_models(self, vectorized: bool | None = None) -> list[tuple[dict, dict]]:
+        """Every variant's initial (params, model_state) from its seed's init stream, on the device.
+
+        On an accelerator all K draw at once under ``vmap`` (a few large kernels instead of K times
+        every layer's); on a CPU one variant at a time is faster, as the draws then run in
+        cache-sized chunks. The numbers are the same either way (tests check it bit for bit).
+        """
+        keys = torch.stack([prng.fold_in(prng.key(v.seed), INIT_STREAM) for v in self.variants]).to(self.device)
+        if vectorized is None:
+            vectorized = self.device.type != "cpu"
+        if vectorized:
+            params, states = torch.func.vmap(self.model.init)(keys)
+            return [(tree.index(params, i), tree.index(states, i)) for i in range(len(self.variants))]
+        return [self.model.init(k) for k in keys]
+
+    def _init_variant(self, i: int, v: VariantConfig, params: dict, model_state: dict):
         root = prng.key(v.seed).to(self.device)
-        params, model_state = self.model.init(prng.fold_in(root, INIT_STREAM))
         params, model_state = tree.to(params, self.device, self.dtype), tree.to(model_state, self.device, self.dtype)
         n_micro = v.batch_size // self.plan.micro_batch
         updates_per_epoch = self.plan.active_steps[i] // n_micro
@@ -87,7 +111,8 @@ class Population:
         return carry, hp
 
     def _build_state(self):
-        carries, hps = zip(*(self._init_variant(i, v) for i, v in enumerate(self.variants)))
+        models = self._init_models()
+        carries, hps = zip(*(self._init_variant(i, v, *models[i]) for i, v in enumerate(self.variants)))
         self.carry, self.hp = tree.stack(list(carries)), tree.stack(list(hps))
         self.best = {"params": tree.clone(self.carry["params"]), "model_state": tree.clone(self.carry["model_state"]),
                      "val_acc": torch.full((len(self.variants),), -1.0, dtype=torch.float64, device=self.device),
@@ -113,6 +138,8 @@ class Population:
 
     def step(self, perm: torch.Tensor, j: torch.Tensor):
         """One compiled micro-step of every variant (``perm`` from :meth:`epoch_order`, ``j`` a 0-d tensor)."""
+        if self.cuda_graphs:  # the previous step's outputs are this step's inputs, not live graph outputs
+            torch.compiler.cudagraph_mark_step_begin()
         if self.mode == "vmap":
             self.carry = self._step(self.carry, self.hp, self.train_x, self.train_y, self.class_weight, perm, j)
         else:
@@ -189,9 +216,9 @@ class Population:
                   "lr": optim.get_hparam(self.carry["opt_state"], "lr").double().cpu().numpy(),
                   "diverged": diverged, "epoch_s": train_s}
         self.history.append(record)
-        self.epoch += 1
         # Steady-state step time: the first step of a process includes compilation (reported apart).
         compiled_here = self.epoch == self._first_epoch
+        self.epoch += 1
         steps = self.plan.steps_per_epoch - compiled_here
         self.timing["step_s"] = (train_s - compiled_here * self.timing["compile_s"]) / max(steps, 1)
         return record
@@ -203,11 +230,12 @@ class Population:
         params = self.carry["params"] if params is None else params
         model_state = self.carry["model_state"] if model_state is None else model_state
         x, y = self.data.split(split)
-        n = torch.tensor(int(y.shape[0]), device=self.device)
+        starts, n = self._eval_index[split]
         loss, confusion = 0.0, 0.0
-        for start in range(0, int(y.shape[0]), self.eval_chunk_size):
-            s = torch.tensor(start, device=self.device)
+        for s in starts:
             first = "eval_compile_s" not in self.timing
+            if self.cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             t = time.perf_counter()
             if self.mode == "vmap":
                 l, c = self._eval(params, model_state, x, y, s, n)
@@ -259,7 +287,8 @@ class Population:
 _PROGRAMS: dict = {}
 
 
-def _programs(model, micro_batch, accumulate, augment, varying_dropout, rules, dtype, mode, compile, eval_chunk, update):
+def _programs(model, micro_batch, accumulate, augment, varying_dropout, rules, dtype, mode, compile, eval_chunk,
+              precision, cuda_graphs, update):
     """The (compiled) step and eval functions, cached by static structure only.
 
     Populations that differ only in numbers (learning rates, seeds, schedules, batch sizes with the
@@ -267,24 +296,28 @@ def _programs(model, micro_batch, accumulate, augment, varying_dropout, rules, d
     recompiles. ``update`` is not part of the key: it reads every value from the state, and
     optimizers with equal ``rules`` run the same code.
     """
-    key = (model, micro_batch, accumulate, augment, varying_dropout, rules, dtype, mode, compile, eval_chunk)
+    key = (model, micro_batch, accumulate, augment, varying_dropout, rules, dtype, mode, compile, eval_chunk, precision,
+           cuda_graphs)
     if key not in _PROGRAMS:
         _PROGRAMS[key] = _build_programs(model, micro_batch, accumulate, augment, varying_dropout, dtype, mode, compile,
-                                         eval_chunk, update)
+                                         eval_chunk, precision, cuda_graphs, update)
     return _PROGRAMS[key]
 
 
-def _build_programs(model, micro_batch, accumulate, augment, varying_dropout, dtype, mode, compile, eval_chunk, update):
+def _build_programs(model, micro_batch, accumulate, augment, varying_dropout, dtype, mode, compile, eval_chunk,
+                    precision, cuda_graphs, update):
     plan = Plan(model=model, micro_batch=micro_batch, steps_per_epoch=0, active_steps=(), accumulate=accumulate,
                 augment=augment, epochs=0, num_train=0, varying_dropout=varying_dropout)
-    step = make_train_step(plan, update, MEAN, STD, dtype)
-    evalc = make_eval_chunk(plan, MEAN, STD, dtype, eval_chunk)
+    step = make_train_step(plan, update, MEAN, STD, dtype, precision)
+    evalc = make_eval_chunk(plan, MEAN, STD, dtype, eval_chunk, precision)
     if mode == "vmap":
         step = torch.func.vmap(step, in_dims=(0, 0, None, None, None, 0, None))
         evalc = torch.func.vmap(evalc, in_dims=(0, 0, None, None, None, None))
     if compile:
         # ``compile`` is True (inductor) or a dynamo backend name ("aot_eager": dynamo's tracing and
         # caching without inductor's code generation, which tests use to build many populations fast).
-        backend = compile if isinstance(compile, str) else "inductor"
-        step, evalc = compile_program(step, backend=backend), compile_program(evalc, backend=backend)
+        options = {"backend": compile if isinstance(compile, str) else "inductor"}
+        if cuda_graphs:
+            options = {"mode": "reduce-overhead"}  # inductor with CUDA graphs
+        step, evalc = compile_program(step, **options), compile_program(evalc, **options)
     return step, evalc

@@ -27,6 +27,7 @@ from fer_func import optim, prng, tree
 from fer_func.data.augment import augment, cutmix, mixup
 from fer_func.optim import schedules
 from fer_func.population.plan import Plan
+from fer_func.population.precision import autocast
 
 # Streams derived from a variant's seed: same seed -> same init and data order (common random numbers).
 INIT_STREAM, DATA_STREAM, NOISE_STREAM = 0, 1, 2
@@ -48,14 +49,21 @@ def normalize(x, mean: float, std: float):
     return (x - mean) / std
 
 
-def make_train_step(plan: Plan, update, mean: float, std: float, dtype: torch.dtype):
-    """``update`` is the (shared) optimizer update; hyperparameters come from each variant's state."""
+def make_train_step(plan: Plan, update, mean: float, std: float, dtype: torch.dtype, precision: str = "fp32"):
+    """``update`` is the (shared) optimizer update; hyperparameters come from each variant's state.
+
+    ``precision="bf16"`` runs the model's forward (and so its backward) under bf16 autocast; the
+    loss, the gradients (of the float32 params), the optimizer and the BatchNorm state stay float32.
+    """
     model, m = plan.model, plan.micro_batch
 
     mixing = plan.augment is not None and (plan.augment.mixup > 0 or plan.augment.cutmix > 0)
 
     def loss_fn(params, model_state, x, target, weight, key, dropout):
-        logits, new_state = model.apply(params, model_state, x, key=key, train=True, dropout=dropout)
+        with autocast(precision, x.device.type):
+            logits, new_state = model.apply(params, model_state, x, key=key, train=True, dropout=dropout)
+        logits = logits.to(dtype)
+        new_state = tree.tree_map(lambda new, old: new.to(old.dtype), new_state, model_state)
         # Per-sample weights normalised to mean 1 over the training set keep the loss a plain mean,
         # so summing micro-batch gradients is exact for class-weighted losses too.
         if mixing:  # soft targets; only then, since 0 * log(0) would turn a hard target's -inf into NaN

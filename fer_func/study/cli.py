@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fer_func.config import ConfigError
 from fer_func.study import experiments, profiles
-from fer_func.study.options import DEFAULT_EXPERIMENTS, BenchOptions, RunOptions, check
+from fer_func.study.options import DEFAULT_EXPERIMENTS, BenchOptions, RunOptions, check, e2e_study
 
 STUDIES = ("lr", "optimizer", "batch_size")
 FULL_TRAIN = 28709  # FER2013's Training split; the synthetic data has the same size
@@ -29,6 +29,7 @@ examples:
   python runner.py --all --device cuda --wandb online
   python runner.py --resume runs/2026-01-01_12-00-00_lr
   python runner.py --bench --models simple_cnn resnet --k 1 8 32
+  python runner.py --bench --e2e lr --json e2e.json   # the study as a population vs a plain torch loop
 """
 
 
@@ -62,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--seeds", type=int, default=1, metavar="N", help="replicate every configuration with seeds s, s+1, ..., s+N-1")
     how.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto: cuda when available")
     how.add_argument("--no-compile", action="store_true", help="run eagerly (no torch.compile): slower steps, no compile wait")
+    how.add_argument("--precision", choices=("fp32", "tf32", "bf16"),
+                     help="default tf32 on CUDA, fp32 on a CPU; bf16: bf16 autocast forward, float32 weights and optimizer")
+    how.add_argument("--cuda-graphs", action="store_true",
+                     help="replay the compiled step as a CUDA graph (torch.compile mode reduce-overhead; CUDA only)")
     how.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                      help="training dtype (default float32; float64 for exact equivalence checks, slow)")
     how.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline",
@@ -73,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "NAME:KEY=VALUE sets one experiment only: --set lr:model.knobs.channels=[16,32,64,128]")
 
     bench = p.add_argument_group("benchmark options (with --bench)")
+    bench.add_argument("--e2e", metavar="NAME",
+                       help="time a whole study or experiment end to end, compile included, as the population and "
+                            "as a plain torch.nn loop, e.g. --e2e lr (see --list; docs/bench.md)")
     bench.add_argument("--models", nargs="+", type=_csv(str), metavar="NAME", help="models to time")
     bench.add_argument("--k", nargs="+", type=_csv(int), metavar="K", help="population sizes to time")
     bench.add_argument("--batch", type=int, metavar="B", help="per-variant batch size")
@@ -90,18 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def to_options(args: argparse.Namespace) -> RunOptions:
     flat = lambda lists: tuple(x for xs in (lists or []) for x in xs)
-    bench_flags = ("models", "k", "batch", "steps", "json", "impls", "bf16", "channels_last", "distinct_seeds",
+    bench_flags = ("e2e", "models", "k", "batch", "steps", "json", "impls", "bf16", "channels_last", "distinct_seeds",
                    "one_at_a_time")
     bench_given = [f"--{n.replace('_', '-')}" for n in bench_flags if getattr(args, n) not in (None, [], False)]
     if bench_given and not args.bench:
         raise ConfigError(f"{', '.join(bench_given)} only apply to --bench")
+    step_only = [f for f in bench_given if f not in ("--e2e", "--json")]
+    if args.e2e is not None and step_only:
+        raise ConfigError(f"{', '.join(step_only)} cannot be combined with --e2e: it trains the study's own models, "
+                          f"variants and batch sizes; change them with --set")
     bench = BenchOptions(models=flat(args.models), k=flat(args.k), batch=args.batch, steps=args.steps,
                          json=args.json, impls=flat(args.impls), bf16=args.bf16,
                          channels_last=args.channels_last, distinct_seeds=args.distinct_seeds,
-                         one_at_a_time=args.one_at_a_time) if args.bench else None
+                         one_at_a_time=args.one_at_a_time, e2e=args.e2e) if args.bench else None
     return RunOptions(study=args.study, experiment=args.experiment, all=args.all, resume=args.resume,
                       experiments=args.experiments, data=args.data, epochs=args.epochs, train_limit=args.train_limit,
-                      seeds=args.seeds, device=args.device, compile=not args.no_compile, dtype=args.dtype, wandb=args.wandb, out=args.out,
+                      seeds=args.seeds, device=args.device, compile=not args.no_compile, dtype=args.dtype,
+                      precision=args.precision, cuda_graphs=args.cuda_graphs, wandb=args.wandb, out=args.out,
                       overrides=tuple(args.overrides), bench=bench, profile=args.profile)
 
 
@@ -144,6 +157,17 @@ def listing(path, overrides=(), seeds: int = 1, device: str = "auto", train_limi
     return "\n".join(out)
 
 
+def _check_e2e(options: RunOptions) -> None:
+    """An unknown --e2e NAME or a bad --set, as one line before the engine loads."""
+    catalog = experiments.load(options.experiments, options.profile_name)
+    try:
+        experiments.find(catalog, options.bench.e2e)
+    except ConfigError:
+        raise ConfigError(f"--e2e {options.bench.e2e!r}: no such study or experiment; choose one of "
+                          f"{', '.join(catalog)} (python runner.py --list)") from None
+    experiments.plan(e2e_study(options))
+
+
 def _user_errors() -> tuple:
     errors = [ConfigError]
     try:  # the data package is optional here: --list and --help work without it
@@ -170,6 +194,8 @@ def main(argv=None) -> int:
             return 0
         check(options)
         if options.bench is not None:
+            if options.bench.e2e is not None:
+                _check_e2e(options)
             return _entry("fer_func.bench", "--bench").main(options) or 0
         experiments.plan(options)  # report a bad experiment or --set before loading the engine
         run_dir = _entry("fer_func.study.run", "training").run(options)

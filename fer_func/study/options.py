@@ -6,6 +6,7 @@ mistake is reported before any import of the engine.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ class BenchOptions:
     channels_last: bool = False        # sequential models and inputs in channels-last layout
     distinct_seeds: bool = False       # K replicate seeds instead of a one-seed study grid
     one_at_a_time: bool = False        # time each implementation's steps in one block, not interleaved
+    e2e: str | None = None             # a study or experiment name: time it end to end against a torch loop
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class RunOptions:
     device: str = "auto"               # "auto" (cuda if available), "cpu" or "cuda"
     compile: bool = True               # torch.compile the population step
     dtype: str = "float32"             # parameter/activation dtype; float64 for exact equivalence checks
+    precision: str | None = None       # fp32, tf32 or bf16 (population/precision.py); None: tf32 on CUDA, else fp32
+    cuda_graphs: bool = False          # replay the compiled step as a CUDA graph (CUDA only)
     wandb: str = "offline"             # "offline" (sync later), "online" or "disabled"
     out: Path = Path("runs")           # each run gets a fresh directory under here
     overrides: tuple[str, ...] = ()    # --set KEY=VALUE, applied in order (epochs comes last)
@@ -83,6 +87,12 @@ def check(options: RunOptions) -> RunOptions:
         raise ConfigError(f"--data {not_found(options.data)}")
     resolve_device(options.device)
     return options
+
+
+def e2e_study(options: RunOptions) -> RunOptions:
+    """The study run that ``--bench --e2e NAME`` times: NAME as ``--experiment`` (a study name works there
+    too), W&B off, every other option (--train-limit, --epochs, --profile, --seeds, --data, --set) as given."""
+    return dataclasses.replace(options, experiment=options.bench.e2e, bench=None, wandb="disabled")
 
 
 def resolve_device(name: str):

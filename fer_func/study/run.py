@@ -27,6 +27,7 @@ from fer_func.bench.suite import machine
 from fer_func.models import build_from
 from fer_func.population import Population
 from fer_func.study import checkpoint, experiments, report
+from fer_func.population import precision as precisions
 from fer_func.study.options import RunOptions, resolve_device
 from fer_func.study.tracking import Tracker
 
@@ -97,6 +98,8 @@ def run(options: RunOptions) -> Path:
     options = _resolve(options)
     device = resolve_device(options.device)
     print(f"profile: {options.profile or 'full'}  train images: {options.train_limit or 'all'}  device: {device}", flush=True)
+    precision = options.precision or precisions.default(device)
+    print(precisions.configure(device, precision), flush=True)
     variants = experiments.plan(options)
     data = _load_data(options)
     experiments.check_dataset(variants, int(data.labels["train"].shape[0]))
@@ -118,7 +121,7 @@ def run(options: RunOptions) -> Path:
     results = {"command": " ".join(["python", "runner.py", *sys.argv[1:]]) if sys.argv[0].endswith("runner.py") else None,
                "started": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(device),
                "profile": options.profile or "full", "train_limit": options.train_limit, "data": data.describe(),
-               "device": str(device), "variants": [entries[id(v)] for group in groups for v in group],
+               "device": str(device), "precision": precision, "variants": [entries[id(v)] for group in groups for v in group],
                "populations": [{"model": group[0].model.name, "k": len(group), "compile_s": None, "eval_compile_s": None,
                                 "step_s": None, "wall_s": None} for group in groups],
                "timing": {"compile_s": 0.0, "step_s": 0.0, "wall_s": 0.0}}
@@ -134,7 +137,8 @@ def run(options: RunOptions) -> Path:
             # One population at a time: built when it is about to train, released after, so memory
             # holds one population plus the dataset however many the run has.
             t0 = time.perf_counter()
-            pop = Population(group, data, device=device, compile=options.compile, dtype=getattr(torch, options.dtype))
+            pop = Population(group, data, device=device, compile=options.compile, dtype=getattr(torch, options.dtype),
+                             precision=precision, cuda_graphs=options.cuda_graphs)
             ckpt = run_dir / "checkpoints" / f"population-{g}.pt"
             if ckpt.exists():
                 pop.load_state_dict(checkpoint.load(ckpt, map_location=device))
