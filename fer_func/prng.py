@@ -98,16 +98,17 @@ def blocks_op(key: torch.Tensor, n: int) -> torch.Tensor:
     global _compiled_blocks
     if _compiled_blocks is None:
         _compiled_blocks = torch.compile(_batch_blocks, dynamic=True)
-    # One compiled program for every use: keys of any rank go in as one (B, 2) batch, with B and n
+    # One compiled program for every use. Keys of any rank go in as one (B, 2) batch, with B and n
     # both at least 2, because dynamic shapes still specialise a size of 1 (and every new rank or
-    # specialisation is another ~25 s compile on a cold cache).
-    # A fresh tensor, not a view: dynamo also guards on a view's base, whose rank differs per call.
+    # specialisation is another ~25 s compile on a cold cache). The input is a fresh tensor, not a
+    # view (dynamo also guards on a view's base), made in inference mode, because its dispatch keys
+    # are guarded too and differ between callers (eager, vmap, a compiled graph's runtime). No duck
+    # sizing either: it would tie B to the word axis (both 2) or to n when they happen to match.
     rows = key.reshape(-1, 2)
     b, m = rows.shape[0], max(n, 2)
-    # No duck sizing either: it would tie B to the word axis (both 2) or to n when they happen to match.
-    with torch.fx.experimental._config.patch(use_duck_shape=False):
-        words = _compiled_blocks((rows.expand(2, 2) if b == 1 else rows).clone(), m)
-    return words[:b, :n].reshape(*key.shape[:-1], n, 2)
+    with torch.inference_mode(), torch.fx.experimental._config.patch(use_duck_shape=False):
+        words = _compiled_blocks((rows.expand(2, 2) if b == 1 else rows).clone(), m)[:b, :n]
+    return words.reshape(*key.shape[:-1], n, 2).clone()  # a normal tensor again (autograd may save it)
 
 
 def _batch_blocks(words: torch.Tensor, n: int) -> torch.Tensor:
