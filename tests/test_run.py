@@ -99,3 +99,17 @@ def test_resume_after_ctrl_c_ends_like_an_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys()
     for vid in a:
         assert_same_epochs(a[vid], b[vid])
+
+
+def test_resume_keeps_the_precision_the_run_started_with(tmp_path):
+    """Precision decides the numbers, so --resume takes it from run.json, like data and dtype; a run
+    started without --precision records the device default it actually used."""
+    from fer_func.study import run
+    from fer_func.study.options import RunOptions
+    (tmp_path / "run.json").write_text(json.dumps({"data": "synthetic", "train_limit": 256, "dtype": "float32",
+                                                   "profile": "cpu", "precision": "bf16"}))
+    resumed = run._resolve(RunOptions(resume=tmp_path, precision="fp32"))
+    assert resumed.precision == "bf16"
+    started = run_cli(tmp_path / "fresh", "--epochs", "1", "--wandb", "disabled", *grid([0.01], ["constant"]))
+    assert json.loads((started / "run.json").read_text())["precision"] == "fp32"  # the CPU default, resolved
+    assert json.loads((started / "results.json").read_text())["precision"] == "fp32"

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from fer_func import prng
 from fer_func.config import ModelConfig, OptimizerConfig, VariantConfig
 from fer_func.data.dataset import FERData
-from fer_func.models import build as build_model
 from fer_func.population import Population
 from fer_func.population.population import MEAN, STD
-from fer_func.population.step import DATA_STREAM, INIT_STREAM
+from fer_func.bench.torch_loop import initial_module
+from fer_func.population.step import DATA_STREAM
 
 IMPLS = ("sequential", "sequential_compiled", "population_eager", "population")
 
@@ -66,15 +66,11 @@ def _population(setup: Setup, compile: bool):
 
 def _sequential(setup: Setup, compile: bool):
     """K reference modules with the population's initial weights, K Adams, on the population's batches."""
-    m = build_model(setup.model)
     x_all, y_all = setup.data.to(setup.device).split("train")
     fmt = torch.channels_last if setup.channels_last else torch.contiguous_format
     nets, opts = [], []
     for v in setup.variants():
-        params, state = m.init(prng.fold_in(prng.key(v.seed), INIT_STREAM))
-        net = m.reference()
-        net.load_state_dict(m.to_state_dict(params, state))
-        net = net.to(setup.device, memory_format=fmt).train()
+        net = initial_module(v, setup.device).to(memory_format=fmt).train()
         opts.append(torch.optim.Adam(net.parameters(), lr=v.optimizer.lr))
         nets.append(torch.compile(net) if compile else net)
     perm, n_steps = setup.perm, x_all.shape[0] // setup.batch

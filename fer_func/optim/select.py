@@ -8,7 +8,7 @@ Memory: a variant only ever uses its own rule's buffers, so the rules *share* th
 params-shaped buffers (SGD's momentum, Adam's two moments, RMSprop's square average and
 momentum) are taken out of its state and stored once, by position, in ``state["buffers"]``: a
 4-rule population holds max(buffers per rule) = 2 (3 with centered RMSprop) parameter-sized
-buffers per variant instead of the sum, 6. An inactive rule reads another rule's buffers, and its
+buffers per variant instead of the sum, 7. An inactive rule reads another rule's buffers, and its
 result is discarded by the ``where``. What stays per rule (hyperparameters, step counters) is small.
 
 The update closes over static structure only (hyperparameters are read from the state), so any
@@ -77,18 +77,16 @@ def select(choices: Sequence[Optimizer], index: int) -> Optimizer:
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(choices):
         raise ValueError(f"select index = {index!r}: must be an int in [0, {len(choices)}) (one of the "
                          f"{len(choices)} choices)")
-    probe = {_PROBE: torch.zeros(1)}
-    paths = [buffer_paths(c.init(probe)) for c in choices]
+    probes = [c.init({_PROBE: torch.ones(1)}) for c in choices]
+    paths = [buffer_paths(s) for s in probes]
     n_buffers = max(len(p) for p in paths)
+    # Every rule starts its buffers at zero, so one zero set serves them all: checked once, here.
+    if any(bool(_get(s, p)[_PROBE].any()) for s, ps in zip(probes, paths) for p in ps):
+        raise ValueError("select() shares rules' buffers, so every rule must initialise them to zero")
 
     def init(params):
         _, device = float_spec(params)
         states = [c.init(params) for c in choices]
-        # Every rule starts its buffers at zero, so one zero set serves them all.
-        for s, ps in zip(states, paths):
-            for p in ps:
-                if any(bool(x.any()) for x in tree.leaves(_get(s, p))):
-                    raise ValueError("select() shares rules' buffers, so every rule must initialise them to zero")
         return {"index": torch.tensor(index, dtype=torch.int64, device=device),
                 "buffers": {str(j): tree.tree_map(torch.zeros_like, params) for j in range(n_buffers)},
                 "choices": {str(i): _without(s, ps) for i, (s, ps) in enumerate(zip(states, paths))}}

@@ -37,7 +37,7 @@ from fer_func.study.tracking import Tracker
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 # Options a resumed run takes from run.json: they decide the numbers, so they cannot change mid-run.
-RESUMED = ("data", "train_limit", "dtype", "profile")
+RESUMED = ("data", "train_limit", "dtype", "profile", "precision")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -85,7 +85,7 @@ def _load_data(options: RunOptions):
 
 def _resolve(options: RunOptions) -> RunOptions:
     """Fix the profile and the training subset it implies, so run.json records what ran."""
-    if options.resume is not None:  # the data, dtype and profile the run started with, whatever this command says
+    if options.resume is not None:  # the data, dtype, profile and precision the run started with, whatever this command says
         saved = json.loads((Path(options.resume) / "run.json").read_text())
         return dataclasses.replace(options, **{k: saved.get(k) for k in RESUMED})
     profile = experiments.profile_of(options.experiments, options.profile_name)
@@ -98,7 +98,8 @@ def run(options: RunOptions) -> Path:
     options = _resolve(options)
     device = resolve_device(options.device)
     print(f"profile: {options.profile or 'full'}  train images: {options.train_limit or 'all'}  device: {device}", flush=True)
-    precision = options.precision or precisions.default(device)
+    options = dataclasses.replace(options, precision=options.precision or precisions.default(device))
+    precision = options.precision
     print(precisions.configure(device, precision), flush=True)
     variants = experiments.plan(options)
     data = _load_data(options)
