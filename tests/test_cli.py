@@ -100,7 +100,7 @@ def _data_error():
     (["--experiment", "04", "--data", "/no/such/fer2013.csv"], "--data /no/such/fer2013.csv: no such file or directory; download fer2013.csv from "
      "https://www.kaggle.com/c/challenges-in-representation-learning-facial-expression-recognition-challenge/data "
      "and pass --data PATH (or load(PATH)), or train on the built-in faces with --data synthetic"),
-    (["--study", "lr", "--experiment", "04"], "choose exactly one of --study, --experiment, --all, --resume, --bench or --list (got --study, --experiment)"),
+    (["--study", "lr", "--experiment", "04"], "choose exactly one of --study, --experiment, --all, --resume, --bench, --search or --list (got --study, --experiment)"),
     ([], "choose exactly one of --study"),
     (["--study", "lr", "--k", "4"], "--k only apply to --bench"),
     (["--study", "lr", "--one-at-a-time"], "--one-at-a-time only apply to --bench"),

@@ -62,7 +62,7 @@ def init(cfg: ScheduleConfig, base_lr: float, total_epochs: int, steps_per_epoch
         "best": f(-math.inf if cfg.mode == "max" else math.inf),
         "num_bad_epochs": i(0), "cooldown_counter": i(0),
     }
-    return {**state, "lr": _lr_at(state)}
+    return {**state, "lr": lr_at(state)}
 
 
 def lr(state: dict) -> torch.Tensor:
@@ -70,7 +70,7 @@ def lr(state: dict) -> torch.Tensor:
     return state["lr"]
 
 
-def _lr_at(s: dict) -> torch.Tensor:
+def lr_at(s: dict) -> torch.Tensor:
     # Closed forms for the counter-driven kinds; plateau and constant keep the stored lr.
     t = s["t"].to(s["base_lr"].dtype)
     cosine = s["eta_min"] + (s["base_lr"] - s["eta_min"]) * (1 + torch.cos(t * math.pi / s["t_max"])) / 2
@@ -82,7 +82,7 @@ def _lr_at(s: dict) -> torch.Tensor:
 def after_step(state: dict) -> dict:
     """Call after every optimizer update: per-step cosine/step schedules advance one unit."""
     s = {**state, "t": state["t"] + state["per_step"].to(torch.int64)}
-    return {**s, "lr": _lr_at(s)}
+    return {**s, "lr": lr_at(s)}
 
 
 def after_epoch(state: dict, metric) -> dict:
@@ -113,4 +113,4 @@ def after_epoch(state: dict, metric) -> dict:
     s["num_bad_epochs"] = torch.where(reduce, torch.zeros_like(bad), bad)
 
     s["lr"] = torch.where(s["kind"] == KINDS["plateau"], plateau_lr, s["lr"])
-    return {**s, "lr": _lr_at(s)}
+    return {**s, "lr": lr_at(s)}

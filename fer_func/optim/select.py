@@ -118,20 +118,25 @@ def active_state(opt: Optimizer, state):
     return _with(state["choices"][str(i)], ps, [state["buffers"][str(j)] for j in range(len(ps))])
 
 
-def from_configs(configs: Sequence[OptimizerConfig]) -> list[Optimizer]:
+def from_configs(configs: Sequence[OptimizerConfig], room: Sequence[OptimizerConfig] = ()) -> list[Optimizer]:
     """One optimizer per variant, all with the same state structure, so their states stack.
 
     If every config shares one ``rule`` (name, nesterov, centered) these are plain
     :func:`from_config` optimizers. Otherwise each is ``select`` over the population's rules in
     order of first appearance: its own rule built from its own config, the others from the first
     config using that rule (stand-ins whose values are never used by this variant).
+
+    ``room`` lists configs whose rules the population holds for later (a search over the
+    optimizer); their rules come first, so building one member later with the same ``room`` plus
+    the population's configs gives the same rule order, and its state stacks with the others'.
+    Only ``configs`` get an optimizer back.
     """
-    configs = list(configs)
+    configs, room = list(configs), list(room)
     if not configs:
         raise ValueError("from_configs() needs at least one OptimizerConfig")
-    rules = list(dict.fromkeys(c.rule for c in configs))
+    rules = list(dict.fromkeys(c.rule for c in room + configs))
     if len(rules) == 1:
         return [from_config(c) for c in configs]
-    stand_in = {r: from_config(next(c for c in configs if c.rule == r)) for r in rules}
+    stand_in = {r: from_config(next(c for c in room + configs if c.rule == r)) for r in rules}
     return [select([from_config(c) if r == c.rule else stand_in[r] for r in rules], rules.index(c.rule))
             for c in configs]

@@ -52,10 +52,24 @@ def _shared_model_config(v: VariantConfig, model: models.Model):
     return {k: val for k, val in model.knobs.items() if k not in model.dropout_knobs}
 
 
-def make_plan(variants: list[VariantConfig], num_train: int, micro_batch: int | None = None) -> Plan:
-    """``micro_batch`` overrides gcd(batch sizes), e.g. to give a solo run the ghost-BN batches of a population."""
+def dropout_rates(v: VariantConfig, knobs: tuple) -> tuple:
+    """``((knob, rate), ...)`` of variant ``v`` for the population's varying dropout ``knobs``."""
+    m = models.build_from(v.model)
+    return tuple((k, float(getattr(m, k) or 0.0)) for k in knobs)
+
+
+def make_plan(variants: list[VariantConfig], num_train: int, micro_batch: int | None = None,
+              room: list[VariantConfig] = ()) -> Plan:
+    """``micro_batch`` overrides gcd(batch sizes), e.g. to give a solo run the ghost-BN batches of a population.
+
+    ``room`` lists variants the population must be able to take into a slot later without
+    recompiling (a search's trials): they join the static structure (dropout rates that vary,
+    augmentation settings, batch sizes) but train no slot now.
+    """
     if not variants:
         raise ConfigError("a population needs at least one variant")
+    slots = len(variants)
+    variants = list(variants) + list(room)
     built = [models.build_from(v.model) for v in variants]
     first, model = variants[0], built[0]
     for v, m in zip(variants, built):
@@ -83,7 +97,8 @@ def make_plan(variants: list[VariantConfig], num_train: int, micro_batch: int | 
         if v.batch_size % micro:
             raise ConfigError(f"micro_batch = {micro} does not divide batch_size = {v.batch_size}")
     updates = [num_train // v.batch_size for v in variants]
-    active = tuple(u * v.batch_size // micro for u, v in zip(updates, variants))
+    active = tuple(u * v.batch_size // micro for u, v in zip(updates, variants))[:slots]
+    rates = rates[:slots]
     return Plan(model=model, micro_batch=micro, steps_per_epoch=max(active), active_steps=active,
                 accumulate=any(v.batch_size > micro for v in variants),
                 augment=augmenting[0] if augmenting else None, epochs=first.epochs, num_train=num_train,

@@ -25,7 +25,8 @@ from fer_func.optim import schedules
 from fer_func.population.compiled import compile_program
 from fer_func.population.evaluate import make_eval_chunk, per_class
 from fer_func.population import precision as precisions
-from fer_func.population.plan import Plan, make_plan
+from fer_func.population import slots
+from fer_func.population.plan import Plan, dropout_rates, make_plan
 from fer_func.population.step import DATA_STREAM, INIT_STREAM, NOISE_STREAM, all_finite, make_train_step
 
 MEAN, STD = 0.5, 0.25  # fixed input normalisation: x in [0, 1] -> roughly zero mean, unit scale
@@ -41,7 +42,7 @@ def sample_mean_class_weights(labels: torch.Tensor) -> torch.Tensor:
 class Population:
     def __init__(self, variants: list[VariantConfig], data: FERData, *, device="cpu", dtype=torch.float32,
                  compile: bool | str = True, mode: str = "vmap", eval_chunk: int = 512, micro_batch: int | None = None,
-                 precision: str = "fp32", cuda_graphs: bool = False):
+                 precision: str = "fp32", cuda_graphs: bool = False, room: list[VariantConfig] = ()):
         if mode not in ("vmap", "loop"):
             raise ValueError(f"mode = {mode!r}: must be 'vmap' or 'loop'")
         self.variants, self.device, self.dtype, self.mode = list(variants), torch.device(device), dtype, mode
@@ -50,15 +51,22 @@ class Population:
         self.cuda_graphs = bool(cuda_graphs and compile is True and self.device.type == "cuda")
         self.data = data.to(self.device)
         self.train_x, self.train_y = self.data.split("train")
-        self.plan = make_plan(self.variants, int(self.train_y.shape[0]), micro_batch)
+        # ``room``: variants a slot may take later (slots.py; a search's trials) without recompiling.
+        self.room = list(room)
+        self.plan = make_plan(self.variants, int(self.train_y.shape[0]), micro_batch, room=self.room)
         self.model = self.plan.model
         self.class_weight = sample_mean_class_weights(self.train_y).to(dtype)
-        self.optimizers = optim.from_configs([v.optimizer for v in self.variants])
+        # The rules the optimizer state holds, in a fixed order, so a later member's state stacks.
+        self._rule_configs = [v.optimizer for v in self.room + self.variants]
+        self.optimizers = optim.from_configs([v.optimizer for v in self.variants], [v.optimizer for v in self.room])
         self.epoch, self.step_in_epoch, self._epoch_s = 0, 0, 0.0
+        # The population epoch at which each slot's current variant started: its own epoch count
+        # (data order, best epoch) is ``epoch - slot_start``. All zero unless a slot was refilled.
+        self.slot_start = np.zeros(len(self.variants), dtype=np.int64)
         self.history: list[dict] = []
         self.timing = {"compile_s": 0.0, "step_s": 0.0, "steps": 0}
         self._build_state()
-        rules = tuple(dict.fromkeys(v.optimizer.rule for v in self.variants))
+        rules = tuple(dict.fromkeys(c.rule for c in self._rule_configs))
         p = self.plan
         self._step, self._eval = _programs(p.model, p.micro_batch, p.accumulate, p.augment, p.varying_dropout, rules,
                                            dtype, mode, compile, eval_chunk, self.precision, self.cuda_graphs,
@@ -104,7 +112,7 @@ class Population:
             carry["grad_acc"] = tree.tree_map(torch.zeros_like, params)
             carry["micro"] = zero(torch.int64)
         as_t = lambda x, dt: torch.tensor(x, dtype=dt, device=self.device)
-        dropout = {k: as_t(rate, self.dtype) for k, rate in self.plan.dropout_rates[i]}
+        dropout = {k: as_t(rate, self.dtype) for k, rate in dropout_rates(v, self.plan.varying_dropout)}
         hp = {"active_steps": as_t(self.plan.active_steps[i], torch.int64), "n_micro": as_t(n_micro, torch.int64),
               "augment": as_t(v.augment.enabled, torch.bool), "class_weighted": as_t(v.class_weighted, torch.bool),
               "dropout": dropout, "data_key": prng.fold_in(root, DATA_STREAM)}
@@ -130,9 +138,77 @@ class Population:
         return m
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
-        """(K, N) data order of every variant for ``epoch`` (a function of seed and epoch only)."""
+        """(K, N) data order of every variant for population epoch ``epoch``: a function of the
+        variant's seed and its own epoch count only, so a refilled slot draws what a solo run would."""
         n = self.plan.num_train
-        return torch.stack([prng.permutation(prng.fold_in(k, epoch), n) for k in self.hp["data_key"]])
+        return torch.stack([prng.permutation(prng.fold_in(k, epoch - int(s)), n)
+                            for k, s in zip(self.hp["data_key"], self.slot_start)])
+
+    # --- slots (a search's trials come and go; fer_func/population/slots.py) ---------------------
+
+    def assign(self, i: int, variant: VariantConfig):
+        """Slot ``i`` starts ``variant`` afresh: parameters from its seed's init stream, fresh optimizer,
+        schedule and counters, no best epoch yet. Call between epochs. Nothing recompiles: the
+        variant must fit the population's static structure (its own variants plus ``room``)."""
+        self._check_fits(variant)
+        self.variants[i] = variant
+        self.optimizers[i] = self._optimizer_for(variant)
+        key = prng.fold_in(prng.key(variant.seed), INIT_STREAM).to(self.device)
+        carry, hp = self._init_variant(i, variant, *self.model.init(key))
+        self.carry, self.hp = slots.put(self.carry, i, carry), slots.put(self.hp, i, hp)
+        self.best = {"params": slots.put(self.best["params"], i, carry["params"]),
+                     "model_state": slots.put(self.best["model_state"], i, carry["model_state"]),
+                     "val_acc": self.best["val_acc"].index_fill(0, torch.tensor([i], device=self.device), -1.0),
+                     "epoch": self.best["epoch"].index_fill(0, torch.tensor([i], device=self.device), -1)}
+        self.slot_start[i] = self.epoch
+
+    def copy_slots(self, src: list[int]):
+        """Slot ``j`` takes slot ``src[j]``'s whole state (weights, BN statistics, optimizer and schedule
+        state, counters, best checkpoint, seed streams, variant config): PBT's exploit, as one gather
+        over the K axis on the device. ``src[j] == j`` keeps a slot as it is."""
+        index = torch.as_tensor(src, dtype=torch.int64, device=self.device)
+        self.carry, self.hp, self.best = (slots.gather(t, index) for t in (self.carry, self.hp, self.best))
+        self.variants = [self.variants[s] for s in src]
+        self.optimizers = [self.optimizers[s] for s in src]
+        self.slot_start = self.slot_start[np.asarray(src)]
+
+    def set_hparams(self, i: int, variant: VariantConfig):
+        """Slot ``i`` keeps its weights and training state and continues under ``variant``'s
+        hyperparameters (PBT's explore). ``variant`` must keep the slot's optimizer rule."""
+        self._check_fits(variant)
+        if variant.optimizer.rule != self.variants[i].optimizer.rule:
+            raise ValueError(f"set_hparams: slot {i} runs {self.variants[i].optimizer.rule}, not "
+                             f"{variant.optimizer.rule}; a running slot keeps its rule (use assign to start afresh)")
+        self.variants[i], self.optimizers[i] = variant, self._optimizer_for(variant)
+        old_carry, old_hp = tree.index(self.carry, i), tree.index(self.hp, i)
+        fresh_carry, fresh_hp = self._init_variant(i, variant, old_carry["params"], old_carry["model_state"])
+        carry, hp = slots.with_hparams_of(old_carry, old_hp, fresh_carry, fresh_hp)
+        self.carry, self.hp = slots.put(self.carry, i, carry), slots.put(self.hp, i, hp)
+
+    def freeze(self, i: int):
+        """Slot ``i`` trains no more (its state and best checkpoint stay as they are)."""
+        mask = torch.arange(len(self.variants), device=self.device) == i
+        self.hp = slots.freeze(self.hp, mask)
+
+    def slot_epoch(self, i: int) -> int:
+        """Epochs slot ``i``'s current variant has completed."""
+        return self.epoch - int(self.slot_start[i])
+
+    def _optimizer_for(self, variant: VariantConfig):
+        return optim.from_configs([variant.optimizer], self._rule_configs)[0]
+
+    def _check_fits(self, variant: VariantConfig):
+        fits = make_plan(self.variants + [variant], self.plan.num_train, self.plan.micro_batch, room=self.room)
+        if (fits.varying_dropout, fits.augment, fits.accumulate) != (self.plan.varying_dropout, self.plan.augment,
+                                                                     self.plan.accumulate):
+            raise ValueError(f"variant {variant.hparams or variant.experiment!r} does not fit this population's "
+                             f"compiled structure (dropout rates that vary, augmentation settings, batch size); "
+                             f"list such variants in Population(room=...)")
+        rules = {c.rule for c in self._rule_configs}
+        if variant.optimizer.rule not in rules:
+            raise ValueError(f"variant {variant.hparams or variant.experiment!r}: optimizer rule "
+                             f"{variant.optimizer.rule} is not among the population's {sorted(rules)}; "
+                             f"list it in Population(room=...)")
 
     # --- training ------------------------------------------------------------------------------
 
@@ -208,7 +284,8 @@ class Population:
         self.best["params"] = pick(improved, self.carry["params"], self.best["params"])
         self.best["model_state"] = pick(improved, self.carry["model_state"], self.best["model_state"])
         self.best["val_acc"] = torch.where(improved, torch.as_tensor(val["acc"], device=self.device), self.best["val_acc"])
-        self.best["epoch"] = torch.where(improved, self.epoch, self.best["epoch"])
+        own_epoch = torch.as_tensor(self.epoch - self.slot_start, device=self.device)
+        self.best["epoch"] = torch.where(improved, own_epoch, self.best["epoch"])
         self.carry["metrics"] = tree.tree_map(torch.zeros_like, mt)
         diverged = self.carry["diverged"].cpu().numpy()
         record = {"epoch": self.epoch, "train_loss": np.where(diverged, np.nan, train_loss), "train_acc": train_acc,
@@ -259,7 +336,7 @@ class Population:
         out = []
         for i, v in enumerate(self.variants):
             best_epoch = int(self.best["epoch"][i])
-            rec = self.history[best_epoch] if best_epoch >= 0 else self.history[-1]
+            rec = self.history[best_epoch + int(self.slot_start[i])] if best_epoch >= 0 else self.history[-1]
             train_acc = float(rec["train_acc"][i])
             out.append({"train_acc": train_acc, "val_acc": float(val["acc"][i]), "test_acc": float(test["acc"][i]),
                         "test_loss": float(test["loss"][i]), "best_epoch": best_epoch,
@@ -273,15 +350,19 @@ class Population:
         """Everything needed to continue exactly: tensors, plain numbers and lists (``weights_only`` loadable)."""
         history = [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()} for r in self.history]
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "epoch_s": self._epoch_s,
+                "slot_start": self.slot_start.tolist(), "hp": self.hp,
                 "carry": self.carry, "best": self.best, "history": history, "timing": dict(self.timing)}
 
     def load_state_dict(self, sd: dict):
         self.epoch, self.step_in_epoch, self._epoch_s = sd["epoch"], sd["step_in_epoch"], sd["epoch_s"]
+        self.slot_start = np.asarray(sd.get("slot_start", [0] * len(self.variants)), dtype=np.int64)
         self.history = [{k: (np.asarray(v) if isinstance(v, list) else v) for k, v in r.items()} for r in sd["history"]]
         # the first step and eval after a resume compile again
         self.timing = {**{k: v for k, v in sd["timing"].items() if k != "eval_compile_s"}, "steps": 0}
         self.carry = tree.to(sd["carry"], self.device)
         self.best = tree.to(sd["best"], self.device)
+        if "hp" in sd:  # slots a search froze or refilled (older checkpoints rebuild hp from the variants)
+            self.hp = tree.to(sd["hp"], self.device)
 
 
 _PROGRAMS: dict = {}

@@ -27,7 +27,7 @@ SECTIONS = {"model": ModelConfig, "optimizer": OptimizerConfig, "schedule": Sche
 SCALARS = {"batch_size": int, "epochs": int, "seed": int, "class_weighted": bool}
 # Every experiment states these, so the file alone says what each experiment trains.
 REQUIRED = ("model", "optimizer", "schedule", "augment", "batch_size", "epochs", "seed")
-_META = ("id", "description", "grid")
+_META = ("id", "description", "grid", "search")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,17 @@ class Experiment:
     table: dict               # raw settings (no id/description/grid)
     grid: dict = field(default_factory=dict)  # dotted setting -> list of values; empty = one variant
     source: str = "experiments.toml"
+    search: dict | None = None  # raw `search` table (fer_func/search/space.py), None if the experiment has none
+
+    def space(self):
+        """The experiment's search space (fer_func.search.space.Space), checked; ConfigError if it has none."""
+        from fer_func.search import space
+        where = f"{self.source}: experiment {self.name!r} ({self.id})"
+        if self.search is None:
+            raise ConfigError(f"{where} has no [experiments.{self.name}.search] table; add one (docs/search.md)")
+        parsed = space.parse(where, self.search)
+        space.corners(parsed, self.table, experiment=self.name, seed=int(self.table.get("seed", 0)), where=where)
+        return parsed
 
     @property
     def is_study(self) -> bool:
@@ -116,8 +127,11 @@ def _catalog(path: Path, tables: dict, profile: profiles.Profile) -> dict[str, E
         ids[exp_id] = name
         exp = Experiment(name=name, id=exp_id, description=str(table.get("description", "")),
                          table={k: v for k, v in table.items() if k not in _META},
-                         grid=_flatten_grid(where, table.get("grid", {})), source=path.name)
+                         grid=_flatten_grid(where, table.get("grid", {})), source=path.name,
+                         search=table.get("search"))
         exp.variants()  # validate now: a typo in any experiment stops every command
+        if exp.search is not None and importlib.util.find_spec("optuna") is not None:
+            exp.space()
         catalog[name] = exp
     return catalog
 

@@ -31,6 +31,15 @@ class BenchOptions:
 
 
 @dataclass(frozen=True)
+class SearchOptions:
+    name: str                      # the experiment whose [search] table is searched (fer_func/search/space.py)
+    trials: int | None = None      # Optuna: trials in the budget (default: the table's `trials`)
+    k: int | None = None           # slots trained at once (default: the table's `k`)
+    method: str | None = None      # tpe | random | pbt (default: the table's `method`, else tpe)
+    storage: str | None = None     # any Optuna storage URL or a *.journal path (default: the run directory's)
+
+
+@dataclass(frozen=True)
 class RunOptions:
     # what to run: exactly one of these (list/bench are handled by the CLI and fer_func.bench)
     study: str | None = None           # "lr", "optimizer" or "batch_size"
@@ -52,6 +61,7 @@ class RunOptions:
     out: Path = Path("runs")           # each run gets a fresh directory under here
     overrides: tuple[str, ...] = ()    # --set KEY=VALUE, applied in order (epochs comes last)
     bench: BenchOptions | None = None  # set by --bench
+    search: SearchOptions | None = None  # set by --search
     profile: str | None = None         # experiments.toml profile; None = "full" on CUDA, "cpu" elsewhere
 
     @property
@@ -70,12 +80,12 @@ def check(options: RunOptions) -> RunOptions:
     """Reject impossible combinations with a ConfigError naming the option and the fix."""
     picked = [n for n, on in [("--study", options.study is not None), ("--experiment", options.experiment is not None),
                               ("--all", options.all), ("--resume", options.resume is not None),
-                              ("--bench", options.bench is not None)] if on]
+                              ("--bench", options.bench is not None), ("--search", options.search is not None)] if on]
     if len(picked) != 1:
-        raise ConfigError(f"choose exactly one of --study, --experiment, --all, --resume, --bench or --list"
+        raise ConfigError(f"choose exactly one of --study, --experiment, --all, --resume, --bench, --search or --list"
                           f"{' (got ' + ', '.join(picked) + ')' if picked else ''}")
     if options.resume is not None:
-        if not (Path(options.resume) / "config.toml").is_file():
+        if not any((Path(options.resume) / f).is_file() for f in ("config.toml", "run.json")):
             raise ConfigError(f"--resume {str(options.resume)!r}: no config.toml there; pass a run directory written by runner.py")
         if options.overrides or options.seeds != 1 or options.epochs is not None:
             raise ConfigError("--resume continues a run as configured; --set, --seeds and --epochs cannot change it")
@@ -85,6 +95,12 @@ def check(options: RunOptions) -> RunOptions:
     if options.data != "synthetic" and not Path(options.data).exists():
         from fer_func.data.fer2013 import not_found
         raise ConfigError(f"--data {not_found(options.data)}")
+    if options.search is not None:
+        for name, value in (("--trials", options.search.trials), ("--k", options.search.k)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} = {value}: must be a positive integer")
+        if options.seeds != 1:
+            raise ConfigError("--seeds does not apply to --search; run the search again with --set seed=S")
     resolve_device(options.device)
     return options
 

@@ -64,6 +64,21 @@ class Tracker:
             run.define_metric("*", step_metric="epoch")  # charts against epochs, not log calls
             self.runs.append(run)
 
+    def open_run(self, name: str, config: dict, *, run_id: str | None = None):
+        """One more run in this group, returned to the caller, who logs and finishes it (a search's
+        trials start and end at different times). ``run_id`` lets a resumed process continue it.
+        None when tracking is disabled."""
+        if not self.enabled:
+            return None
+        wandb = self._wandb
+        (self.run_dir / "wandb").mkdir(parents=True, exist_ok=True)
+        run = wandb.init(project=self.project, group=self.group, name=name, config=config, mode=self.mode,
+                         dir=str(self.run_dir), reinit="create_new", id=run_id, resume="allow" if run_id else None,
+                         settings=wandb.Settings(console="off", silent=True))
+        run.define_metric("epoch")
+        run.define_metric("*", step_metric="epoch")
+        return run
+
     def log_epoch(self, records: list[dict]) -> None:
         """One epoch record per variant (report.EPOCH_KEYS), in ``start`` order."""
         if not self.enabled:
