@@ -28,6 +28,7 @@ examples:
   python runner.py --study batch_size --seeds 3       # mean and 95% CI over seeds in summary.md
   python runner.py --all --device cuda --wandb online
   python runner.py --resume runs/2026-01-01_12-00-00_lr
+  python runner.py --search regularized_cnn --trials 40 --k 8 --method tpe --storage sqlite:///search.db
   python runner.py --bench --models simple_cnn resnet --k 1 8 32
   python runner.py --bench --e2e lr --json e2e.json   # the study as a population vs a plain torch loop
 """
@@ -49,6 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--list", action="store_true", help="list the experiments and studies with their variant counts, then exit")
     what.add_argument("--resume", metavar="RUN_DIR", type=Path, help="continue an interrupted run from its config.toml and checkpoints")
     what.add_argument("--bench", action="store_true", help="time the population engine instead of training (fer_func.bench)")
+    what.add_argument("--search", metavar="NAME",
+                      help="search the experiment's [search] space: Optuna trials in slots (tpe, random) or PBT, "
+                           "one compiled population (docs/search.md)")
+
+    search = p.add_argument_group("search options (with --search)")
+    search.add_argument("--trials", type=int, metavar="N", help="trials in the budget (Optuna methods; N > K)")
+    search.add_argument("--method", choices=("tpe", "random", "pbt"), help="default: the [search] table's method, else tpe")
+    search.add_argument("--storage", metavar="URL",
+                        help="Optuna storage: sqlite:///study.db, a FILE.journal, any RDB URL (default: the run "
+                             "directory's optuna.journal); several processes may share one")
 
     how = p.add_argument_group("how to run it")
     how.add_argument("--experiments", metavar="PATH", type=Path, default=DEFAULT_EXPERIMENTS,
@@ -82,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="time a whole study or experiment end to end, compile included, as the population and "
                             "as a plain torch.nn loop, e.g. --e2e lr (see --list; docs/bench.md)")
     bench.add_argument("--models", nargs="+", type=_csv(str), metavar="NAME", help="models to time")
-    bench.add_argument("--k", nargs="+", type=_csv(int), metavar="K", help="population sizes to time")
+    bench.add_argument("--k", nargs="+", type=_csv(int), metavar="K",
+                       help="population sizes to time; with --search: the number of slots trained at once")
     bench.add_argument("--batch", type=int, metavar="B", help="per-variant batch size")
     bench.add_argument("--steps", type=int, metavar="N", help="timed steps per measurement")
     bench.add_argument("--json", type=Path, metavar="PATH", help="also write the benchmark results as JSON")
@@ -101,6 +113,13 @@ def to_options(args: argparse.Namespace) -> RunOptions:
     bench_flags = ("e2e", "models", "k", "batch", "steps", "json", "impls", "bf16", "channels_last", "distinct_seeds",
                    "one_at_a_time")
     bench_given = [f"--{n.replace('_', '-')}" for n in bench_flags if getattr(args, n) not in (None, [], False)]
+    search_flags = [f"--{n}" for n in ("trials", "method", "storage") if getattr(args, n) is not None]
+    if search_flags and args.search is None:
+        raise ConfigError(f"{', '.join(search_flags)} only apply to --search")
+    if args.search is not None:
+        bench_given = [f for f in bench_given if f != "--k"]
+        if args.k and len(flat(args.k)) != 1:
+            raise ConfigError(f"--k {' '.join(map(str, flat(args.k)))}: a search trains one population; give one K")
     if bench_given and not args.bench:
         raise ConfigError(f"{', '.join(bench_given)} only apply to --bench")
     step_only = [f for f in bench_given if f not in ("--e2e", "--json")]
@@ -111,7 +130,12 @@ def to_options(args: argparse.Namespace) -> RunOptions:
                          json=args.json, impls=flat(args.impls), bf16=args.bf16,
                          channels_last=args.channels_last, distinct_seeds=args.distinct_seeds,
                          one_at_a_time=args.one_at_a_time, e2e=args.e2e) if args.bench else None
-    return RunOptions(study=args.study, experiment=args.experiment, all=args.all, resume=args.resume,
+    search = None
+    if args.search is not None:
+        from fer_func.study.options import SearchOptions
+        search = SearchOptions(name=args.search, trials=args.trials, k=flat(args.k)[0] if args.k else None,
+                               method=args.method, storage=args.storage)
+    return RunOptions(study=args.study, experiment=args.experiment, all=args.all, resume=args.resume, search=search,
                       experiments=args.experiments, data=args.data, epochs=args.epochs, train_limit=args.train_limit,
                       seeds=args.seeds, device=args.device, compile=not args.no_compile, dtype=args.dtype,
                       precision=args.precision, cuda_graphs=args.cuda_graphs, wandb=args.wandb, out=args.out,
@@ -184,7 +208,17 @@ def _entry(module: str, what: str):
     return importlib.import_module(module)
 
 
+def _is_search_run(options: RunOptions) -> bool:
+    """--resume of a search run: its run.json records the search."""
+    import json
+    return options.resume is not None and "search" in json.loads((Path(options.resume) / "run.json").read_text())
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["export"], ["predict"]):  # using a trained model: its own parser in fer_func/use/cli.py
+        from fer_func.use import cli as use_cli
+        return use_cli.main(argv)
     args = build_parser().parse_args(argv)  # usage errors: argparse prints "error: ..." and exits 2
     try:
         options = to_options(args)
@@ -197,6 +231,10 @@ def main(argv=None) -> int:
             if options.bench.e2e is not None:
                 _check_e2e(options)
             return _entry("fer_func.bench", "--bench").main(options) or 0
+        if options.search is not None or _is_search_run(options):
+            run_dir = _entry("fer_func.search.run", "--search (pip install optuna)").run(options)
+            print(f"run directory: {run_dir}")
+            return 0
         experiments.plan(options)  # report a bad experiment or --set before loading the engine
         run_dir = _entry("fer_func.study.run", "training").run(options)
         print(f"run directory: {run_dir}")

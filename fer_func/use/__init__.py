@@ -1,0 +1,25 @@
+"""Using a trained model: export a network (or an ensemble) from a run directory, and predict on image files.
+
+    run directory --(source.py)--> members' best-epoch weights --(network.py)--> Classifier (torch.nn)
+                  --(export.py)--> state_dict / TorchScript / ONNX file + FILE.json
+    image files --(images.py)--> uint8 (N, 48, 48) --(predict.py: any exported file)--> probabilities
+
+The exported network takes (N, 1, 48, 48) float images in [0, 1] and normalises them itself, so
+nothing outside it needs to know the training normalisation. See docs/use.md.
+"""
+import importlib
+
+from fer_func.use.errors import UseError
+
+# Loaded on first use, so `runner.py export --help` and usage errors answer without importing the engine.
+_LAZY = {"Classifier": "fer_func.use.network", "load_model": "fer_func.use.predict",
+         "predict_files": "fer_func.use.predict"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fer_func.use' has no attribute {name!r}")
+
+
+__all__ = ["Classifier", "UseError", "load_model", "predict_files"]
