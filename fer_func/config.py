@@ -128,6 +128,17 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class EarlyStoppingConfig:
+    patience: int = 0           # stop after this many epochs without a validation gain; 0 = never stop early
+    min_delta: float = 0.0      # a gain must exceed this (accuracy, 0.005 = half a point) to count
+
+    def __post_init__(self):
+        _check(isinstance(self.patience, int) and self.patience >= 0, "early_stopping.patience", self.patience,
+               "must be an integer >= 0 (0 = off)")
+        _check(self.min_delta >= 0, "early_stopping.min_delta", self.min_delta, "must be >= 0")
+
+
+@dataclass(frozen=True)
 class VariantConfig:
     """Everything one trained model depends on. A population is a list of these sharing ``model``."""
     experiment: str = "custom"
@@ -139,6 +150,7 @@ class VariantConfig:
     epochs: int = 10
     seed: int = 0
     class_weighted: bool = False    # weight the loss by inverse class frequency (Disgust is rare)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     hparams: dict = field(default_factory=dict)  # the grid values that distinguish this variant (for reports)
 
     def __post_init__(self):

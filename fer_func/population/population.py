@@ -63,6 +63,10 @@ class Population:
         # The population epoch at which each slot's current variant started: its own epoch count
         # (data order, best epoch) is ``epoch - slot_start``. All zero unless a slot was refilled.
         self.slot_start = np.zeros(len(self.variants), dtype=np.int64)
+        # Early stopping, decided on the host once per epoch from the metrics read back anyway:
+        # epochs since the last gain (> min_delta), and the own epoch at which a slot stopped (-1: running).
+        self.since_gain = np.zeros(len(self.variants), dtype=np.int64)
+        self.stopped_epoch = np.full(len(self.variants), -1, dtype=np.int64)
         self.history: list[dict] = []
         self.timing = {"compile_s": 0.0, "step_s": 0.0, "steps": 0}
         self._build_state()
@@ -161,6 +165,7 @@ class Population:
                      "val_acc": self.best["val_acc"].index_fill(0, torch.tensor([i], device=self.device), -1.0),
                      "epoch": self.best["epoch"].index_fill(0, torch.tensor([i], device=self.device), -1)}
         self.slot_start[i] = self.epoch
+        self.since_gain[i], self.stopped_epoch[i] = 0, -1
 
     def copy_slots(self, src: list[int]):
         """Slot ``j`` takes slot ``src[j]``'s whole state (weights, BN statistics, optimizer and schedule
@@ -171,6 +176,7 @@ class Population:
         self.variants = [self.variants[s] for s in src]
         self.optimizers = [self.optimizers[s] for s in src]
         self.slot_start = self.slot_start[np.asarray(src)]
+        self.since_gain, self.stopped_epoch = self.since_gain[np.asarray(src)], self.stopped_epoch[np.asarray(src)]
 
     def set_hparams(self, i: int, variant: VariantConfig):
         """Slot ``i`` keeps its weights and training state and continues under ``variant``'s
@@ -279,19 +285,23 @@ class Population:
         as_t = lambda x: torch.as_tensor(x, dtype=self.dtype, device=self.device)
         watched = torch.where(self.carry["sched"]["mode_max"], as_t(val["acc"]), as_t(val["loss"]))
         stepped = torch.func.vmap(schedules.after_epoch)(self.carry["sched"], watched)
-        self.carry["sched"] = pick(self.carry["diverged"], self.carry["sched"], stepped)  # a diverged variant is frozen
+        # A diverged or early-stopped variant is frozen: its schedule does not move either.
+        frozen = self.carry["diverged"] | torch.as_tensor(self.stopped_epoch >= 0, device=self.device)
+        self.carry["sched"] = pick(frozen, self.carry["sched"], stepped)
+        best_before = self.best["val_acc"].cpu().numpy()
         improved = (torch.as_tensor(val["acc"], device=self.device) > self.best["val_acc"]) & finite
         self.best["params"] = pick(improved, self.carry["params"], self.best["params"])
         self.best["model_state"] = pick(improved, self.carry["model_state"], self.best["model_state"])
         self.best["val_acc"] = torch.where(improved, torch.as_tensor(val["acc"], device=self.device), self.best["val_acc"])
         own_epoch = torch.as_tensor(self.epoch - self.slot_start, device=self.device)
         self.best["epoch"] = torch.where(improved, own_epoch, self.best["epoch"])
+        self._early_stop(val["acc"], best_before, diverged_now=~finite)
         self.carry["metrics"] = tree.tree_map(torch.zeros_like, mt)
         diverged = self.carry["diverged"].cpu().numpy()
         record = {"epoch": self.epoch, "train_loss": np.where(diverged, np.nan, train_loss), "train_acc": train_acc,
                   "val_loss": val["loss"], "val_acc": val["acc"],
                   "lr": optim.get_hparam(self.carry["opt_state"], "lr").double().cpu().numpy(),
-                  "diverged": diverged, "epoch_s": train_s}
+                  "diverged": diverged, "stopped": self.stopped_epoch >= 0, "epoch_s": train_s}
         self.history.append(record)
         # Steady-state step time: the first step of a process includes compilation (reported apart).
         compiled_here = self.epoch == self._first_epoch
@@ -299,6 +309,25 @@ class Population:
         steps = self.plan.steps_per_epoch - compiled_here
         self.timing["step_s"] = (train_s - compiled_here * self.timing["compile_s"]) / max(steps, 1)
         return record
+
+    def _early_stop(self, val_acc, best_before, diverged_now):
+        """A variant with ``early_stopping.patience = P`` that has not raised its best validation
+        accuracy by more than ``min_delta`` for P epochs stops: its slot freezes (masked updates, as a
+        diverged variant's) and keeps its best epoch."""
+        gained = np.asarray(val_acc) > best_before + np.array([v.early_stopping.min_delta for v in self.variants])
+        self.since_gain = np.where(gained, 0, self.since_gain + 1)
+        patience = np.array([v.early_stopping.patience for v in self.variants])
+        running = (self.stopped_epoch < 0) & ~diverged_now.cpu().numpy()
+        stop = running & (patience > 0) & (self.since_gain >= patience)
+        for i in np.flatnonzero(stop):
+            self.stopped_epoch[i] = self.slot_epoch(int(i))  # the own epoch just completed, 0-based
+            self.freeze(int(i))
+
+    @property
+    def all_stopped(self) -> bool:
+        """Every variant has stopped early or diverged: further epochs would change nothing."""
+        diverged = self.carry["diverged"].cpu().numpy()
+        return bool(np.all((self.stopped_epoch >= 0) | diverged))
 
     # --- evaluation ----------------------------------------------------------------------------
 
@@ -329,6 +358,67 @@ class Population:
         acc = np.trace(confusion, axis1=1, axis2=2) / total
         return {"loss": (loss / total).double().cpu().numpy(), "acc": acc, "confusion": confusion}
 
+    def evaluate_views(self, split: str, *, params=None, model_state=None, tta=None, members=None) -> dict:
+        """Every variant's class probabilities on ``split``, with test-time augmentation and an ensemble.
+
+        ``tta``: None, "flip" (original + mirror) or "flip+shift" (also 2-pixel shifts); views.py.
+        ``members``: the ensemble's variants, indices or a boolean mask (default: every variant that has
+        not diverged). ``params``/``model_state`` default to the current ones, as in :meth:`evaluate`;
+        pass ``self.best[...]`` for the best-epoch networks. Returns numpy values:
+
+            acc (K,), confusion (K, 7, 7)          each variant, no TTA
+            tta_acc, tta_confusion                 the same with TTA (None without)
+            ensemble, tta_ensemble                 {"members", "acc", "confusion", "per_class"} (None: no
+                                                   members, only when every variant diverged)
+            probs, tta_probs (K, N, 7)             for other ensembles (views.ensemble) without another pass
+
+        One cached program per (model, dtype, chunk, precision, tta, mode, compile): repeated calls,
+        other parameters, other members and splits of equal size never recompile.
+        """
+        from fer_func.population import views  # (imported here to keep this method one block; may move up)
+
+        params = self.carry["params"] if params is None else params
+        model_state = self.carry["model_state"] if model_state is None else model_state
+        k = len(self.variants)
+        if members is None:  # as the report's means: a diverged variant is left out unless asked for
+            members = ~self.carry["diverged"].cpu().numpy()
+            members = members if members.any() else None  # all diverged: no ensemble to report
+        else:
+            members = views.member_indices(members, k)  # a mistake fails here, before any evaluation
+        run = views.program(self.model, MEAN, STD, self.dtype, self.eval_chunk_size, self.precision, tta,
+                            self.mode, self._compile_option())
+        x, y = self.data.split(split)
+        starts, n = self._eval_index[split]
+        chunks = []
+        for s in starts:
+            if self.mode == "vmap":
+                chunks.append(run(params, model_state, x, s, n))  # (K, T, chunk, 7)
+            else:
+                chunks.append(torch.stack([run(tree.index(params, i), tree.index(model_state, i), x, s, n)
+                                           for i in range(k)]))
+        total = int(y.shape[0])
+        probs = torch.cat(chunks, dim=2)[:, :, :total].to(torch.float64).cpu().numpy()  # (K, T, N, 7)
+        labels = y.cpu().numpy()
+
+        def summary(p):  # p: (K, N, 7)
+            ens = None if members is None else views.ensemble(p, labels, members)
+            return views.accuracy(p, labels), views.confusions(p, labels), \
+                (None if ens is None else {key: ens[key] for key in ("members", "acc", "confusion", "per_class")})
+
+        acc, confusion, ens = summary(probs[:, 0])
+        tta_acc, tta_confusion, tta_ens = summary(probs[:, 1]) if tta is not None else (None, None, None)
+        return {"split": split, "tta": tta, "acc": acc, "confusion": confusion, "tta_acc": tta_acc,
+                "tta_confusion": tta_confusion, "ensemble": ens, "tta_ensemble": tta_ens, "probs": probs[:, 0],
+                "tta_probs": probs[:, 1] if tta is not None else None}
+
+    def _compile_option(self):
+        """The ``compile`` this population was built with, read back from the program cache whose key holds
+        it, so the views program compiles the same way (with the same dynamo backend in tests)."""
+        for key, (_, evalc) in _PROGRAMS.items():
+            if evalc is self._eval:
+                return key[8]
+        return False
+
     def finish(self) -> list[dict]:
         """Per variant: best-epoch test metrics, confusion matrix and per-class precision/recall/F1."""
         test = self.evaluate("test", self.best["params"], self.best["model_state"])
@@ -341,6 +431,7 @@ class Population:
             out.append({"train_acc": train_acc, "val_acc": float(val["acc"][i]), "test_acc": float(test["acc"][i]),
                         "test_loss": float(test["loss"][i]), "best_epoch": best_epoch,
                         "gap": train_acc - float(val["acc"][i]), "diverged": bool(self.carry["diverged"][i]),
+                        "stopped_epoch": int(self.stopped_epoch[i]) if self.stopped_epoch[i] >= 0 else None,
                         "confusion": test["confusion"][i].tolist(), "per_class": per_class(test["confusion"][i])})
         return out
 
@@ -351,6 +442,7 @@ class Population:
         history = [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()} for r in self.history]
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "epoch_s": self._epoch_s,
                 "slot_start": self.slot_start.tolist(), "hp": self.hp,
+                "early": {"since_gain": self.since_gain.tolist(), "stopped_epoch": self.stopped_epoch.tolist()},
                 "carry": self.carry, "best": self.best, "history": history, "timing": dict(self.timing)}
 
     def load_state_dict(self, sd: dict):
@@ -361,6 +453,9 @@ class Population:
         self.timing = {**{k: v for k, v in sd["timing"].items() if k != "eval_compile_s"}, "steps": 0}
         self.carry = tree.to(sd["carry"], self.device)
         self.best = tree.to(sd["best"], self.device)
+        if "early" in sd:
+            self.since_gain = np.asarray(sd["early"]["since_gain"], dtype=np.int64)
+            self.stopped_epoch = np.asarray(sd["early"]["stopped_epoch"], dtype=np.int64)
         if "hp" in sd:  # slots a search froze or refilled (older checkpoints rebuild hp from the variants)
             self.hp = tree.to(sd["hp"], self.device)
 

@@ -113,8 +113,21 @@ class TrialSearch:
                     self.slot_trial[slot] = None
         return finished
 
+    def stop_all(self, pop):
+        """End the search now (a device-time budget ran out): running trials stop as pruned, at the
+        epoch they reached, and their slots freeze."""
+        for slot, number in enumerate(self.slot_trial):
+            if number is not None:
+                self._finish(pop, slot, number, "pruned")
+                pop.freeze(slot)
+                self.slot_trial[slot] = None
+
     def _finish(self, pop, slot: int, number: int, state: str):
         rec = self.trials[number]
+        if not rec["epochs"]:  # asked, never trained (the budget ended first): Optuna's FAIL, no value
+            rec["state"] = "cancelled"
+            self.study.tell(self._live.pop(number), state=optuna.trial.TrialState.FAIL)
+            return
         rec["state"] = state
         value = max(rec["best_val_acc"], 0.0)
         if state == "complete":

@@ -18,12 +18,12 @@ import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from fer_func.config import (AugmentConfig, ConfigError, ModelConfig, OptimizerConfig,
+from fer_func.config import (AugmentConfig, ConfigError, EarlyStoppingConfig, ModelConfig, OptimizerConfig,
                              ScheduleConfig, VariantConfig)
 from fer_func.study import profiles
 
 SECTIONS = {"model": ModelConfig, "optimizer": OptimizerConfig, "schedule": ScheduleConfig,
-            "augment": AugmentConfig}
+            "augment": AugmentConfig, "early_stopping": EarlyStoppingConfig}
 SCALARS = {"batch_size": int, "epochs": int, "seed": int, "class_weighted": bool}
 # Every experiment states these, so the file alone says what each experiment trains.
 REQUIRED = ("model", "optimizer", "schedule", "augment", "batch_size", "epochs", "seed")

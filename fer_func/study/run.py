@@ -148,7 +148,7 @@ def run(options: RunOptions) -> Path:
             _train(pop, group, g, len(groups), entries, tracker, stop, ckpt, run_dir, results)
             for v, final in zip(group, pop.finish()):
                 entries[id(v)]["final"] = {k: final[k] for k in ("train_acc", "val_acc", "test_acc", "best_epoch",
-                                                                  "gap", "per_class", "confusion")}
+                                                                  "gap", "per_class", "confusion", "stopped_epoch")}
                 entries[id(v)]["diverged"] = final["diverged"]
             t = results["timing"]
             t["compile_s"] += pop.timing["compile_s"]
@@ -177,7 +177,7 @@ def _record_epoch(record, group, entries, tracker):
 
 def _train(pop, group, g, n_groups, entries, tracker, stop, ckpt, run_dir, results):
     plan = pop.plan
-    while pop.epoch < plan.epochs:
+    while pop.epoch < plan.epochs and not pop.all_stopped:  # every variant stopped early: the population ends
         desc = f"pop {g + 1}/{n_groups} {plan.model.name} K={len(group)} epoch {pop.epoch + 1}/{plan.epochs}"
         with tqdm(total=plan.steps_per_epoch, initial=pop.step_in_epoch, desc=desc, unit="step",
                   dynamic_ncols=True, leave=True) as bar:
