@@ -151,12 +151,17 @@ class VariantConfig:
     seed: int = 0
     class_weighted: bool = False    # weight the loss by inverse class frequency (Disgust is rare)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    cv: int = 0                     # k-fold cross-validation: 0 = off (validate on PublicTest); k >= 2 folds
+    fold: int = -1                  # with cv: the Training fold this variant validates on (trains on the others)
     hparams: dict = field(default_factory=dict)  # the grid values that distinguish this variant (for reports)
 
     def __post_init__(self):
         _check(isinstance(self.batch_size, int) and self.batch_size > 0, "batch_size", self.batch_size, "must be a positive integer")
         _check(isinstance(self.epochs, int) and self.epochs > 0, "epochs", self.epochs, "must be a positive integer")
         _check(isinstance(self.seed, int) and 0 <= self.seed < 2**32, "seed", self.seed, "must be an integer in [0, 2**32)")
+        _check(self.cv == 0 or self.cv >= 2, "cv", self.cv, "k-fold cross-validation needs k >= 2 folds (0 = off)")
+        _check(-1 <= self.fold < max(self.cv, 0) or (self.cv == 0 and self.fold == -1), "fold", self.fold,
+               f"must be in [0, cv) (cv = {self.cv}); leave it out to train every fold")
 
     def replace(self, **changes) -> "VariantConfig":
         return dataclasses.replace(self, **changes)

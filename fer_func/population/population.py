@@ -26,6 +26,7 @@ from fer_func.population.compiled import compile_program
 from fer_func.population.evaluate import make_eval_chunk, per_class
 from fer_func.population import precision as precisions
 from fer_func.population import slots
+from fer_func.population.cv import Folds
 from fer_func.population.plan import Plan, dropout_rates, make_plan
 from fer_func.population.step import DATA_STREAM, INIT_STREAM, NOISE_STREAM, all_finite, make_train_step
 
@@ -46,6 +47,7 @@ class Population:
         if mode not in ("vmap", "loop"):
             raise ValueError(f"mode = {mode!r}: must be 'vmap' or 'loop'")
         self.variants, self.device, self.dtype, self.mode = list(variants), torch.device(device), dtype, mode
+        self.compile = compile  # True (inductor), a dynamo backend name, or False: every program of it compiles so
         self.precision = precisions.check(precision)
         # CUDA graphs replay the compiled step with no launch overhead; elsewhere there is nothing to replay.
         self.cuda_graphs = bool(cuda_graphs and compile is True and self.device.type == "cuda")
@@ -53,7 +55,10 @@ class Population:
         self.train_x, self.train_y = self.data.split("train")
         # ``room``: variants a slot may take later (slots.py; a search's trials) without recompiling.
         self.room = list(room)
-        self.plan = make_plan(self.variants, int(self.train_y.shape[0]), micro_batch, room=self.room)
+        # cv = k: per-variant training and validation index sets (cv.py); the step still gathers batches.
+        self.folds = Folds(self.train_y, self.variants, self.device) if self.variants[0].cv else None
+        num_train = self.folds.num_train if self.folds is not None else int(self.train_y.shape[0])
+        self.plan = make_plan(self.variants, num_train, micro_batch, room=self.room)
         self.model = self.plan.model
         self.class_weight = sample_mean_class_weights(self.train_y).to(dtype)
         # The rules the optimizer state holds, in a fixed order, so a later member's state stacks.
@@ -76,6 +81,11 @@ class Population:
                                            dtype, mode, compile, eval_chunk, self.precision, self.cuda_graphs,
                                            self.optimizers[0].update)
         self.eval_chunk_size = eval_chunk
+        if self.folds is not None:
+            self._fold_val = self.folds.val_split(self.train_x, self.train_y)
+            self._fold_starts = torch.arange(0, self._fold_val[1].shape[1], eval_chunk, device=self.device)
+            self._eval_folds = _fold_eval_program(p.model, dtype, mode, compile, eval_chunk, self.precision,
+                                                  self.cuda_graphs)
         self._js = torch.arange(self.plan.steps_per_epoch, device=self.device)
         # Chunk offsets and split sizes as device tensors made once: evaluation copies nothing from the host.
         self._eval_index = {split: (torch.arange(0, int(y.shape[0]), eval_chunk, device=self.device),
@@ -144,6 +154,8 @@ class Population:
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """(K, N) data order of every variant for population epoch ``epoch``: a function of the
         variant's seed and its own epoch count only, so a refilled slot draws what a solo run would."""
+        if self.folds is not None:
+            return self.folds.epoch_order(self.hp["data_key"], [epoch - int(s) for s in self.slot_start])
         n = self.plan.num_train
         return torch.stack([prng.permutation(prng.fold_in(k, epoch - int(s)), n)
                             for k, s in zip(self.hp["data_key"], self.slot_start)])
@@ -335,8 +347,11 @@ class Population:
         """Loss, accuracy and confusion matrix per variant on ``split`` ("val" or "test")."""
         params = self.carry["params"] if params is None else params
         model_state = self.carry["model_state"] if model_state is None else model_state
-        x, y = self.data.split(split)
-        starts, n = self._eval_index[split]
+        per_variant = split == "val" and self.folds is not None  # cross-validation: each variant's own fold
+        if per_variant:
+            (x, y, n), starts, program = self._fold_val, self._fold_starts, self._eval_folds
+        else:
+            (x, y), (starts, n), program = self.data.split(split), self._eval_index[split], self._eval
         loss, confusion = 0.0, 0.0
         for s in starts:
             first = "eval_compile_s" not in self.timing
@@ -344,19 +359,20 @@ class Population:
                 torch.compiler.cudagraph_mark_step_begin()
             t = time.perf_counter()
             if self.mode == "vmap":
-                l, c = self._eval(params, model_state, x, y, s, n)
+                l, c = program(params, model_state, x, y, s, n)
             else:
-                outs = [self._eval(tree.index(params, i), tree.index(model_state, i), x, y, s, n)
-                        for i in range(len(self.variants))]
+                pick = (lambda t, i: t[i]) if per_variant else (lambda t, i: t)
+                outs = [self._eval(tree.index(params, i), tree.index(model_state, i), pick(x, i), pick(y, i), s,
+                                   pick(n, i)) for i in range(len(self.variants))]
                 l, c = torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs])
             if first:  # the first call compiles the eval program: report it apart, like the step's
                 self._sync()
                 self.timing["eval_compile_s"] = time.perf_counter() - t
             loss, confusion = loss + l, confusion + c
         confusion = confusion.double().cpu().numpy().round().astype(np.int64)
-        total = int(y.shape[0])
+        total = n.cpu().numpy().astype(np.float64) if per_variant else int(y.shape[0])
         acc = np.trace(confusion, axis1=1, axis2=2) / total
-        return {"loss": (loss / total).double().cpu().numpy(), "acc": acc, "confusion": confusion}
+        return {"loss": loss.double().cpu().numpy() / total, "acc": acc, "confusion": confusion}
 
     def evaluate_views(self, split: str, *, params=None, model_state=None, tta=None, members=None) -> dict:
         """Every variant's class probabilities on ``split``, with test-time augmentation and an ensemble.
@@ -377,6 +393,9 @@ class Population:
         """
         from fer_func.population import views  # (imported here to keep this method one block; may move up)
 
+        if split == "val" and getattr(self, "folds", None) is not None:
+            raise ValueError("evaluate_views('val'): this cross-validation population validates each variant on its "
+                             "own Training fold, which an ensemble cannot share; use 'test'")
         params = self.carry["params"] if params is None else params
         model_state = self.carry["model_state"] if model_state is None else model_state
         k = len(self.variants)
@@ -386,7 +405,7 @@ class Population:
         else:
             members = views.member_indices(members, k)  # a mistake fails here, before any evaluation
         run = views.program(self.model, MEAN, STD, self.dtype, self.eval_chunk_size, self.precision, tta,
-                            self.mode, self._compile_option())
+                            self.mode, self.compile)
         x, y = self.data.split(split)
         starts, n = self._eval_index[split]
         chunks = []
@@ -410,14 +429,6 @@ class Population:
         return {"split": split, "tta": tta, "acc": acc, "confusion": confusion, "tta_acc": tta_acc,
                 "tta_confusion": tta_confusion, "ensemble": ens, "tta_ensemble": tta_ens, "probs": probs[:, 0],
                 "tta_probs": probs[:, 1] if tta is not None else None}
-
-    def _compile_option(self):
-        """The ``compile`` this population was built with, read back from the program cache whose key holds
-        it, so the views program compiles the same way (with the same dynamo backend in tests)."""
-        for key, (_, evalc) in _PROGRAMS.items():
-            if evalc is self._eval:
-                return key[8]
-        return False
 
     def finish(self) -> list[dict]:
         """Per variant: best-epoch test metrics, confusion matrix and per-class precision/recall/F1."""
@@ -477,6 +488,24 @@ def _programs(model, micro_batch, accumulate, augment, varying_dropout, rules, d
     if key not in _PROGRAMS:
         _PROGRAMS[key] = _build_programs(model, micro_batch, accumulate, augment, varying_dropout, dtype, mode, compile,
                                          eval_chunk, precision, cuda_graphs, update)
+    return _PROGRAMS[key]
+
+
+def _fold_eval_program(model, dtype, mode, compile, eval_chunk, precision, cuda_graphs):
+    """The eval program with per-variant images, labels and sizes (a cross-validation population's
+    folds), cached like :func:`_programs`; in loop mode the plain per-variant eval serves."""
+    key = ("folds", model, dtype, mode, compile, eval_chunk, precision, cuda_graphs)
+    if key not in _PROGRAMS:
+        plan = Plan(model=model, micro_batch=1, steps_per_epoch=0, active_steps=(), accumulate=False, augment=None,
+                    epochs=0, num_train=0)
+        evalc = make_eval_chunk(plan, MEAN, STD, dtype, eval_chunk, precision)
+        if mode == "vmap":
+            evalc = torch.func.vmap(evalc, in_dims=(0, 0, 0, 0, None, 0))
+        if compile:
+            options = {"mode": "reduce-overhead"} if cuda_graphs else \
+                {"backend": compile if isinstance(compile, str) else "inductor"}
+            evalc = compile_program(evalc, **options)
+        _PROGRAMS[key] = evalc
     return _PROGRAMS[key]
 
 

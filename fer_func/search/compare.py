@@ -70,7 +70,7 @@ class Study:
         self.where = f"compare: {self.exp.name}"
 
     def variant(self, values: dict, seed: int, epochs: int | None = None):
-        table = dict(self.exp.table, **({"epochs": epochs} if epochs else {}))
+        table = dict(self.exp.table, **({"epochs": epochs or self.args.epochs} if epochs or self.args.epochs else {}))
         return spaces.variant(table, values, experiment=self.exp.name, seed=seed, where=self.where)
 
     def population(self, variants, seed):
@@ -177,6 +177,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--budget", type=int, default=10, help="population epochs every method may train")
+    p.add_argument("--epochs", type=int, help="epochs per grid configuration / Optuna trial (default: the experiment's)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--json", type=Path, required=True)
@@ -187,6 +188,7 @@ def main(argv=None):
     out = {"command": "python -m fer_func.search.compare " + " ".join(argv or __import__("sys").argv[1:]),
            "started": time.strftime("%Y-%m-%d %H:%M"), "machine": {k: str(v) for k, v in machine(torch.device("cpu")).items()},
            "data": s.data.describe(), "profile": args.profile, "k": args.k, "budget_population_epochs": args.budget,
+           "epochs_per_trial": s.variant({}, 0).epochs,
            "space": [dataclasses.asdict(p) for p in s.space.params], "runs": {m: [] for m in methods}}
     for seed in range(args.seeds):
         for method in methods:

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="'synthetic' (default; FER2013-shaped random data, no download) or a path to fer2013.csv")
     how.add_argument("--epochs", type=int, metavar="N", help="override every variant's epochs (same as --set epochs=N)")
     how.add_argument("--train-limit", type=int, metavar="N", help="train on the first N images only (quick runs)")
+    how.add_argument("--cv", type=int, metavar="K",
+                     help="k-fold cross-validation: K variants per configuration, variant i validates on Training "
+                          "fold i and trains on the others (same as --set cv=K)")
     how.add_argument("--seeds", type=int, default=1, metavar="N", help="replicate every configuration with seeds s, s+1, ..., s+N-1")
     how.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto: cuda when available")
     how.add_argument("--no-compile", action="store_true", help="run eagerly (no torch.compile): slower steps, no compile wait")
@@ -136,7 +139,8 @@ def to_options(args: argparse.Namespace) -> RunOptions:
         search = SearchOptions(name=args.search, trials=args.trials, k=flat(args.k)[0] if args.k else None,
                                method=args.method, storage=args.storage)
     return RunOptions(study=args.study, experiment=args.experiment, all=args.all, resume=args.resume, search=search,
-                      experiments=args.experiments, data=args.data, epochs=args.epochs, train_limit=args.train_limit,
+                      experiments=args.experiments, data=args.data, epochs=args.epochs, cv=args.cv,
+                      train_limit=args.train_limit,
                       seeds=args.seeds, device=args.device, compile=not args.no_compile, dtype=args.dtype,
                       precision=args.precision, cuda_graphs=args.cuda_graphs, wandb=args.wandb, out=args.out,
                       overrides=tuple(args.overrides), bench=bench, profile=args.profile)

@@ -24,10 +24,10 @@ from fer_func.study import profiles
 
 SECTIONS = {"model": ModelConfig, "optimizer": OptimizerConfig, "schedule": ScheduleConfig,
             "augment": AugmentConfig, "early_stopping": EarlyStoppingConfig}
-SCALARS = {"batch_size": int, "epochs": int, "seed": int, "class_weighted": bool}
+SCALARS = {"batch_size": int, "epochs": int, "seed": int, "class_weighted": bool, "cv": int, "fold": int}
 # Every experiment states these, so the file alone says what each experiment trains.
 REQUIRED = ("model", "optimizer", "schedule", "augment", "batch_size", "epochs", "seed")
-_META = ("id", "description", "grid", "search")
+_META = ("id", "description", "grid", "search", "ensemble", "tta")  # ensemble/tta: fer_func/study/ensembles.py
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,8 @@ def population_key(v: VariantConfig) -> tuple:
     documented); every other variant keeps exactly the run it would have alone.
     """
     batches = ("study", v.experiment) if "batch_size" in v.hparams else v.batch_size
-    return model_key(v.model), v.epochs, dataclasses.replace(v.augment, enabled=True), batches
+    # Cross-validation variants train on per-fold index sets and validate on folds: their own population.
+    return model_key(v.model), v.epochs, dataclasses.replace(v.augment, enabled=True), batches, v.cv
 
 
 def model_key(model: ModelConfig) -> tuple:
@@ -397,7 +398,9 @@ def _expand(exp: Experiment, overrides: tuple[str, ...], seeds: int) -> list[Var
         hparams = {k: _label(where, k, x) for k, x in zip(grid, point)}
         label = ",".join(f"{k}={x}" for k, x in hparams.items())
         v = parse_variant(f"{where}{', grid ' + label if label else ''}", raw, experiment=exp.name, hparams=hparams)
-        variants += [v.replace(seed=v.seed + i) for i in range(seeds)]
+        # cv = k: one variant per fold (validating on it, training on the others), each with its seeds.
+        folds = [v.replace(fold=f, hparams={**v.hparams, "fold": f}) for f in range(v.cv)] if v.cv and v.fold < 0 else [v]
+        variants += [f.replace(seed=f.seed + i) for f in folds for i in range(seeds)]
     ids = [variant_id(v) for v in variants]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{where}: two variants share an id ({sorted(i for i in ids if ids.count(i) > 1)[0]}); "

@@ -50,6 +50,7 @@ class RunOptions:
     experiments: Path = DEFAULT_EXPERIMENTS
     data: str = "synthetic"            # "synthetic" or a path to fer2013.csv / an image folder
     epochs: int | None = None          # overrides every variant's epochs
+    cv: int | None = None              # k-fold cross-validation of every selected experiment (same as --set cv=k)
     train_limit: int | None = None     # use only the first N training images (quick runs)
     seeds: int = 1                     # replicate every configuration with seeds seed, seed+1, ...
     device: str = "auto"               # "auto" (cuda if available), "cpu" or "cuda"
@@ -72,8 +73,9 @@ class RunOptions:
 
     @property
     def all_overrides(self) -> tuple[str, ...]:
-        """--set values plus the --epochs shorthand."""
-        return self.overrides + ((f"epochs={self.epochs}",) if self.epochs is not None else ())
+        """--set values plus the --epochs and --cv shorthands."""
+        return self.overrides + ((f"epochs={self.epochs}",) if self.epochs is not None else ()) + \
+            ((f"cv={self.cv}",) if self.cv is not None else ())
 
 
 def check(options: RunOptions) -> RunOptions:
@@ -87,8 +89,8 @@ def check(options: RunOptions) -> RunOptions:
     if options.resume is not None:
         if not any((Path(options.resume) / f).is_file() for f in ("config.toml", "run.json")):
             raise ConfigError(f"--resume {str(options.resume)!r}: no config.toml there; pass a run directory written by runner.py")
-        if options.overrides or options.seeds != 1 or options.epochs is not None:
-            raise ConfigError("--resume continues a run as configured; --set, --seeds and --epochs cannot change it")
+        if options.overrides or options.seeds != 1 or options.epochs is not None or options.cv is not None:
+            raise ConfigError("--resume continues a run as configured; --set, --seeds, --epochs and --cv cannot change it")
     for name, value in [("--epochs", options.epochs), ("--train-limit", options.train_limit), ("--seeds", options.seeds)]:
         if value is not None and value < 1:
             raise ConfigError(f"{name} = {value}: must be a positive integer")

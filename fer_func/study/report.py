@@ -15,7 +15,11 @@ The results structure (accuracies are fractions in [0, 1]; non-finite numbers ar
                    "epochs": [{"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_s"}],
                    "final": {"train_acc", "val_acc", "test_acc", "best_epoch", "gap",
                              "per_class": {"precision": [7], "recall": [7], "f1": [7]},
-                             "confusion": 7x7 counts, rows = true class}}],
+                             "confusion": 7x7 counts, rows = true class,
+                             "tta", "tta_test_acc" (only for an experiment with tta; ensembles.py)}}],
+     "ensembles": [{"name", "kind" ("seeds" or "top"), "experiment", "members": [ids], "left_out": [ids],
+                    "split": "test", "tta", "acc", "confusion", "per_class", "member_acc": [per member],
+                    and with tta also "tta_acc", "tta_confusion", "tta_per_class", "tta_member_acc"}],
      "timing": {"compile_s", "step_s", "wall_s"}}
 """
 from __future__ import annotations
@@ -29,7 +33,7 @@ import time
 from pathlib import Path
 
 from fer_func.population.evaluate import per_class  # noqa: F401 (re-exported: the report's per-class metrics)
-from fer_func.study import plots, resolved
+from fer_func.study import ensembles, plots, resolved
 from fer_func.study.checkpoint import atomic_write
 from fer_func.study.stats import mean_ci
 
@@ -141,6 +145,9 @@ def summary_md(results: dict, confidence: float = 0.95) -> str:
         v = results["variants"][best]
         lines += ["", f"Best variant: **{v['id']}** (val acc {100 * v['final']['val_acc']:.2f}%, "
                       f"best epoch {v['final']['best_epoch']})."]
+    more = ensembles.table(results, confidence)
+    if more:
+        lines += ["", *more]
     pops = [(i, p) for i, p in enumerate(results.get("populations") or []) if _finite(p.get("compile_s"))]
     if pops:
         lines += ["", "| population | model | K | compile s (step) | compile s (eval) | step s | wall s |",

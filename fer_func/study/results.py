@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from fer_func.config import ConfigError
-from fer_func.study import plots
+from fer_func.study import ensembles, plots
 from fer_func.study.checkpoint import atomic_write
 from fer_func.study.report import _finite
 from fer_func.study.stats import mean_ci
@@ -161,6 +161,8 @@ def page(results: dict, configs: list[Config], run_dir, *, bars: str, curves: di
                      + " | ".join(_pct(*c.mean(k)) for k in ("val_acc", "test_acc", "train_acc", "gap"))
                      + f" | {c.diverged}/{len(c.variants)} | {wall} | {reference(c)} |")
     lines += ["", f"![best validation accuracy per configuration, beside the original study's]({bars})", ""]
+    more = ensembles.table(results)  # ensembles and TTA, where the run has them
+    lines += [*more, ""] if more else []
 
     majority = majority_rate(results)
     lines += ["## The original study's conclusions", "",

@@ -26,7 +26,7 @@ from fer_func import data as fer_data
 from fer_func.bench.suite import machine
 from fer_func.models import build_from
 from fer_func.population import Population
-from fer_func.study import checkpoint, experiments, report
+from fer_func.study import checkpoint, ensembles, experiments, report
 from fer_func.population import precision as precisions
 from fer_func.study.options import RunOptions, resolve_device
 from fer_func.study.tracking import Tracker
@@ -105,13 +105,22 @@ def run(options: RunOptions) -> Path:
     data = _load_data(options)
     experiments.check_dataset(variants, int(data.labels["train"].shape[0]))
     groups = experiments.populations(variants)
+    # The experiments' ensemble/tta keys (ensembles.py), checked now; a resumed run keeps the ones it started with.
+    if options.resume is not None:
+        chosen = json.loads((Path(options.resume) / "run.json").read_text()).get("ensembles", {})
+    else:
+        chosen = ensembles.settings(options.experiments, options.profile_name, variants)
+    for note in ensembles.notes(variants, chosen):
+        print(f"note: {note}", flush=True)
+    need, store = ensembles.wanted(variants, chosen), {}
 
     if options.resume is not None:
         run_dir = Path(options.resume)
     else:
         run_dir = report.new_run_dir(options.out, _label(options))
         report.write_config(run_dir, variants, profile=options.profile)
-        checkpoint.atomic_write(run_dir / "run.json", json.dumps({k: getattr(options, k) for k in RESUMED}).encode())
+        checkpoint.atomic_write(run_dir / "run.json", json.dumps({**{k: getattr(options, k) for k in RESUMED},
+                                                                  "ensembles": chosen}).encode())
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     print(f"data: {data.describe()}  device: {device}  run directory: {run_dir}")
 
@@ -150,6 +159,7 @@ def run(options: RunOptions) -> Path:
                 entries[id(v)]["final"] = {k: final[k] for k in ("train_acc", "val_acc", "test_acc", "best_epoch",
                                                                   "gap", "per_class", "confusion", "stopped_epoch")}
                 entries[id(v)]["diverged"] = final["diverged"]
+            ensembles.collect(pop, group, need, chosen, store)  # PrivateTest probabilities, while pop is here
             t = results["timing"]
             t["compile_s"] += pop.timing["compile_s"]
             t["step_s"] = max(t["step_s"], pop.timing["step_s"])
@@ -158,6 +168,9 @@ def run(options: RunOptions) -> Path:
                                              step_s=pop.timing["step_s"], wall_s=time.perf_counter() - t0)
             report.write_progress(run_dir, results)
             del pop
+        results["ensembles"], tta = ensembles.measure(results["variants"], store, chosen)
+        for v in results["variants"]:
+            v["final"].update(tta.get(v["id"], {}))
         results["timing"]["wall_s"] = time.perf_counter() - started
         tracker.finish(results)
     report.write_run(run_dir, results)
