@@ -79,3 +79,24 @@ def test_cv_in_experiments_makes_one_variant_per_fold_and_seed():
     from fer_func.config import ConfigError
     with pytest.raises(ConfigError, match="cv = 1"):
         experiments.select(catalog, experiment="04", overrides=("cv=1",))
+
+
+def test_cv_run_reports_the_cv_mean_and_the_fold_ensemble(tmp_path, monkeypatch):
+    import json
+    from fer_func.study import cli
+    from test_all import tiny_fer2013
+    from test_views import QUICK, TINY
+
+    monkeypatch.setenv("FER_FUNC_CACHE", str(tmp_path / "cache"))
+    csv = tiny_fer2013(tmp_path / "fer2013.csv", (("Training", 120), ("PublicTest", 24), ("PrivateTest", 24)))
+    path = tmp_path / "experiments.toml"
+    path.write_text(TINY.split("[experiments.tiny.grid]")[0])
+    out = tmp_path / "runs"
+    assert cli.main(["--out", str(out), "--experiments", str(path), "--profile", "full", "--experiment", "tiny",
+                     "--data", str(csv), "--cv", "3", *QUICK]) == 0
+    (run_dir,) = list(out.iterdir())
+    res = json.loads((run_dir / "results.json").read_text())
+    assert sorted(v["hparams"]["fold"] for v in res["variants"]) == [0, 1, 2]
+    (cv,) = [r for r in res["ensembles"] if r["kind"] == "folds"]
+    assert len(cv["members"]) == 3 and cv["cv_val_acc"] == [v["final"]["val_acc"] for v in res["variants"]]
+    assert "## Cross-validation" in (run_dir / "summary.md").read_text()

@@ -93,7 +93,7 @@ def wanted(variants, chosen: dict) -> set[str]:
     ids = [variant_id(v) for v in variants]
     labels = [config_label(i) for i in ids]
     return {i for i, label, v in zip(ids, labels, variants)
-            if labels.count(label) > 1 or v.experiment in chosen}
+            if labels.count(label) > 1 or v.experiment in chosen or v.cv}
 
 
 def collect(pop, group, need: set[str], chosen: dict, store: dict) -> None:
@@ -133,6 +133,15 @@ def measure(variants: list[dict], store: dict, chosen: dict) -> tuple[list[dict]
     for label, vs in groups.items():
         if len(vs) > 1:
             out.append(_record(f"{label} (seeds)", "seeds", vs, probs, labels, chosen))
+    cv: dict[str, list] = {}
+    for v in done:
+        if "fold" in v["hparams"]:
+            cv.setdefault(cv_label(v["id"]), []).append(v)
+    for label, vs in cv.items():
+        rec = _record(f"{label} ({len({v['hparams']['fold'] for v in vs})}-fold CV)", "folds", vs, probs, labels,
+                      chosen)
+        rec["cv_val_acc"] = [_val(v) for v in vs]  # each fold's validation accuracy, on the fold it held out
+        out.append(rec)
     for name, opts in chosen.items():
         m = top_m(opts.get("ensemble"))
         pool = [v for v in done if v["experiment"] == name]
@@ -147,6 +156,12 @@ def measure(variants: list[dict], store: dict, chosen: dict) -> tuple[list[dict]
             acc = views.accuracy(probs[v["id"]][mode][None], labels)[0]
             tta[v["id"]] = {"tta": mode, "tta_test_acc": float(acc)}
     return out, tta
+
+
+def cv_label(variant_id: str) -> str:
+    """A cross-validation variant's id without fold and seed: the configuration its folds share."""
+    label = re.sub(r"fold=\d+,?", "", config_label(variant_id)).replace(",]", "]")
+    return label.replace("[]", "")
 
 
 def notes(variants, chosen: dict) -> list[str]:
@@ -205,6 +220,20 @@ def table(results: dict, confidence: float = 0.95) -> list[str]:
                 lines.append(f"| {r['name']} | {len(r['members'])} | {mode} | {100 * r[f'{prefix}acc']:.2f} | "
                              f"{100 * max(accs):.2f} | {100 * m:.2f}" + (f" ± {100 * h:.2f}" if math.isfinite(h) else "")
                              + f" | {100 * (r[f'{prefix}acc'] - m):+.2f} |")
+    folds = [r for r in records if r["kind"] == "folds"]
+    if folds:
+        lines += ([""] if lines else []) + [
+            "## Cross-validation", "",
+            f"k-fold CV on Training: each fold's network validates on the fold it held out (mean ± "
+            f"{100 * confidence:g}% CI over folds and seeds), and the folds' networks together are one ensemble "
+            f"on PrivateTest.", "",
+            "| configuration | networks | CV val % | fold ensemble PrivateTest % | mean fold network PrivateTest % |",
+            "|---|---|---|---|---|"]
+        for r in folds:
+            m, h = mean_ci(r["cv_val_acc"], confidence)
+            mm, _ = mean_ci(r["member_acc"], confidence)
+            lines.append(f"| {r['name']} | {len(r['members'])} | {100 * m:.2f}" + (f" ± {100 * h:.2f}" if math.isfinite(h)
+                         else "") + f" | {100 * r['acc']:.2f} | {100 * mm:.2f} |")
     if tta_rows:
         lines += ([""] if lines else []) + [
             "## Test-time augmentation", "",
