@@ -1,7 +1,7 @@
 """``runner.py --search``: search spaces, Optuna trials refilling slots (pruned by Optuna's pruner),
 --storage, PBT with its lineage, exact resume after Ctrl-C, and bad spaces rejected by name.
 
-Small: a one-hidden-layer MLP on 128 synthetic training images, eager float64, so "exact" means
+Small: a one-hidden-layer MLP on a 128/48/48-image FER2013-format CSV, eager float64, so "exact" means
 torch.testing.assert_close's float64 defaults. The slot operations themselves are tested compiled,
 under fail_on_recompile, in test_slots.py.
 """
@@ -35,7 +35,20 @@ optimizer.lr = { loguniform = [1e-4, 1e-1] }
 model.knobs.dropout = { uniform = [0.0, 0.5] }
 optimizer.name = { choice = ["adam", "sgd"] }
 """
-SMALL = ["--profile", "full", "--train-limit", "128", "--no-compile", "--dtype", "float64", "--wandb", "disabled"]
+SMALL = ["--profile", "full", "--no-compile", "--dtype", "float64", "--wandb", "disabled"]
+
+
+@pytest.fixture(autouse=True)
+def tiny_data(tmp_path, monkeypatch):
+    """A FER2013-format CSV of 128/48/48 images: evaluation of the full synthetic splits would be most
+    of these tests' time."""
+    from test_all import tiny_fer2013
+    monkeypatch.setenv("FER_FUNC_CACHE", str(tmp_path / "cache"))
+    csv = tiny_fer2013(tmp_path / "fer2013.csv", (("Training", 128), ("PublicTest", 48), ("PrivateTest", 48)))
+    SMALL_DATA[:] = ["--data", str(csv)]
+
+
+SMALL_DATA: list = []
 
 
 def experiments_file(tmp_path, search_table: str | None = None):
@@ -47,7 +60,7 @@ def experiments_file(tmp_path, search_table: str | None = None):
 
 def search(tmp_path, *args, out="runs"):
     code = cli.main(["--search", "tiny", "--experiments", str(experiments_file(tmp_path)), "--out",
-                     str(tmp_path / out), *SMALL, *args])
+                     str(tmp_path / out), *SMALL, *SMALL_DATA, *args])
     dirs = [p for p in (tmp_path / out).iterdir() if p.is_dir()]
     return code, dirs[0] if dirs else None
 
