@@ -43,19 +43,19 @@ METHODS = ("grid", "random", "tpe", "pbt")
 
 
 def grid_points(space: spaces.Space, n: int) -> list[dict]:
-    """``n`` configurations on a grid over ``space``: the first numeric setting (lr) gets the most
-    points, log-spaced for log ranges, each other setting two interior points (1/4 and 3/4 of its range)."""
+    """``n`` configurations on a grid over ``space``, as a user would lay one out: the first setting (lr)
+    gets the most points, every other setting two; points sit at the centres of equal slices of each
+    range (log slices for log ranges), never on its edges (lr 1e-4 and 1e-2 are both poor here)."""
     others = [p for p in space.params[1:]]
     per_first = max(1, n // (2 ** len(others)))
     first = space.params[0]
 
-    def spread(p, m, interior):
+    def spread(p, m):
         lo, hi = (math.log(p.values[0]), math.log(p.values[1])) if p.kind == "loguniform" else p.values
-        fractions = [(i + 0.5) / m for i in range(m)] if interior else [i / (m - 1) for i in range(m)] if m > 1 else [0.5]
-        xs = [lo + f * (hi - lo) for f in fractions]
+        xs = [lo + (i + 0.5) / m * (hi - lo) for i in range(m)]
         return [float(math.exp(x)) if p.kind == "loguniform" else float(x) for x in xs]
 
-    axes = [spread(first, per_first, False)] + [spread(p, 2, True) for p in others]
+    axes = [spread(first, per_first)] + [spread(p, 2) for p in others]
     return [dict(zip([first.key] + [p.key for p in others], point)) for point in itertools.product(*axes)]
 
 
@@ -105,7 +105,9 @@ def run_grid(s: Study, seed: int) -> dict:
 def run_optuna(s: Study, seed: int, method: str) -> dict:
     epochs = s.variant({}, seed).epochs
     t0 = time.perf_counter()
-    study = optuna.create_study(sampler=make_sampler(method, seed), direction="maximize",
+    # A fixed study name: Hyperband assigns trials to brackets by hashing it, so a random name
+    # (Optuna's default) would make the pruning, and the result, differ from run to run.
+    study = optuna.create_study(sampler=make_sampler(method, seed), direction="maximize", study_name=f"{method}-s{seed}",
                                 pruner=make_pruner(s.space.option("pruner"), epochs, s.space.option("reduction_factor")))
     driver = TrialSearch(s.space, study, lambda values, n: s.variant(values, seed), trials=10 ** 6, k=s.k,
                          epochs=epochs)
@@ -168,6 +170,24 @@ def summarize(runs: dict) -> dict:
     return out
 
 
+def markdown(out: dict) -> str:
+    """docs/search.md's table from the JSON this module writes."""
+    rows = ["| method | best val % (mean ± 95% CI, seeds) | its PrivateTest % | variant-epochs trained | "
+            "slot-epochs (device time) | variant-epochs to reach the grid's mean best | wall s (mean) |",
+            "|---|---|---|---|---|---|---|"]
+    names = {"grid": "(a) grid", "random": "(b) random + Hyperband", "tpe": "(c) TPE + Hyperband", "pbt": "(d) PBT"}
+    for method, sm in out["summary"].items():
+        (v, vh), (t, th) = sm["val_mean_ci"], sm["test_mean_ci"]
+        n = len(out["runs"][method])
+        ci = lambda m, h: f"{100 * m:.2f} ± {100 * h:.2f}" if math.isfinite(h) else f"{100 * m:.2f}"  # noqa: E731
+        reach = sm["to_reach_grid_mean"]
+        reach = "—" if method in ("grid", "pbt") or reach is None else ", ".join("never" if r is None else str(r)
+                                                                                 for r in reach)
+        rows.append(f"| {names.get(method, method)} ({n} seeds) | {ci(v, vh)} | {ci(t, th)} | {sm['variant_epochs']:.0f} | "
+                    f"{sm['slot_epochs']:.0f} | {reach} | {sm['wall_s']:.0f} |")
+    return "\n".join(rows)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m fer_func.search.compare", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="synthetic")
@@ -199,6 +219,7 @@ def main(argv=None):
                   f"variant-epochs {r['variant_epochs']} wall {r['wall_s']:.0f}s", flush=True)
             out["summary"] = summarize({m: rs for m, rs in out["runs"].items() if rs})
             args.json.write_text(json.dumps(out, indent=1, default=str))
+    print(markdown(out))
     return 0
 
 
