@@ -202,7 +202,6 @@ def main(argv=None):
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args(argv)
-    torch.manual_seed(0)
     s = Study(args)
     methods = args.methods.split(",")
     out = {"command": "python -m fer_func.search.compare " + " ".join(argv or __import__("sys").argv[1:]),

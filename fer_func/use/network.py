@@ -15,6 +15,7 @@ import math
 import torch
 from torch import nn
 
+from fer_func import prng
 from fer_func.config import ModelConfig
 from fer_func.models import build_from
 from fer_func.models.base import INPUT_SHAPE
@@ -53,4 +54,4 @@ def build(model: ModelConfig, state_dicts: list[dict]) -> Classifier:
 
 def example_input(n: int = 2) -> torch.Tensor:
     """A batch in the exported input format, for tracing and export: (n, 1, 48, 48) float in [0, 1]."""
-    return torch.rand((n, *INPUT_SHAPE), generator=torch.Generator().manual_seed(0))
+    return prng.uniform(prng.key(0), (n, *INPUT_SHAPE))  # the project's keyed RNG: no global state
