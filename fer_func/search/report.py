@@ -101,7 +101,7 @@ def summary_md(results: dict) -> str:
     trials = sorted(results["trials"], key=lambda t: -(t["best_val_acc"] if t["best_val_acc"] is not None else -1))
     best = results.get("best")
     out = [f"# Search: {results['experiment']} ({results['method']}, K={results['k']})", "",
-           f"- command: `{results.get('command')}`", f"- started {results['started']} on {results['machine']}",
+           f"- command: `{results.get('command')}`", f"- started {results['started']} on {_machine(results['machine'])}",
            f"- data: {results['data']}; profile {results['profile']}; {results['epochs_per_trial']} epochs per "
            + ("member" if pbt else "trial at most"),
            f"- cost: {results['population_epochs']} population epochs = {results.get('slot_epochs')} slot-epochs; "
@@ -125,6 +125,12 @@ def summary_md(results: dict) -> str:
                 "| epoch | slot | copied from | values after |", "|---|---|---|---|"]
         out += [f"| {e['epoch']} | {e['slot']} | {e['from']} | {_fmt(e['after'])} |" for e in results["lineage"]]
     return "\n".join(out) + "\n"
+
+
+def _machine(m) -> str:
+    if not isinstance(m, dict):
+        return str(m)
+    return f"{m.get('cpu')}, {m.get('host_cpus')} CPUs, GPU {m.get('gpu') or 'none'}, torch {m.get('torch')}"
 
 
 def wandb_id(run_name: str, key: str) -> str:
