@@ -25,6 +25,15 @@ def own_code(fn):
     return copy
 
 
+def compile_options(compile, cuda_graphs: bool = False) -> dict:
+    """``torch.compile`` options for a population's ``compile`` setting: True is inductor, a string a
+    dynamo backend ("aot_eager": dynamo's tracing and caching without inductor's code generation,
+    which tests use to build many populations fast); with CUDA graphs, inductor's reduce-overhead mode."""
+    if cuda_graphs:
+        return {"mode": "reduce-overhead"}
+    return {"backend": compile if isinstance(compile, str) else "inductor"}
+
+
 def compile_program(fn, **options):
     """``torch.compile(fn, fullgraph=True, dynamic=False)`` with a dynamo cache private to this program."""
     return torch.compile(own_code(fn), **{"fullgraph": True, "dynamic": False, **options})

@@ -35,7 +35,6 @@ class Plan:
     epochs: int
     num_train: int
     varying_dropout: tuple = ()   # dropout knobs whose rate differs between variants: tensors in ``hp``
-    dropout_rates: tuple = ()     # per variant: ((knob, rate), ...) for the varying knobs (hashable)
 
     @property
     def num_variants(self) -> int:
@@ -98,8 +97,7 @@ def make_plan(variants: list[VariantConfig], num_train: int, micro_batch: int | 
             raise ConfigError(f"micro_batch = {micro} does not divide batch_size = {v.batch_size}")
     updates = [num_train // v.batch_size for v in variants]
     active = tuple(u * v.batch_size // micro for u, v in zip(updates, variants))[:slots]
-    rates = rates[:slots]
     return Plan(model=model, micro_batch=micro, steps_per_epoch=max(active), active_steps=active,
                 accumulate=any(v.batch_size > micro for v in variants),
                 augment=augmenting[0] if augmenting else None, epochs=first.epochs, num_train=num_train,
-                varying_dropout=varying, dropout_rates=tuple(tuple((k, r[k]) for k in varying) for r in rates))
+                varying_dropout=varying)

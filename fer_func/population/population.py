@@ -22,10 +22,10 @@ from fer_func.config import VariantConfig
 from fer_func.data.augment import class_weights
 from fer_func.data.dataset import FERData
 from fer_func.optim import schedules
-from fer_func.population.compiled import compile_program
+from fer_func.population.compiled import compile_options, compile_program
 from fer_func.population.evaluate import make_eval_chunk, per_class
 from fer_func.population import precision as precisions
-from fer_func.population import slots
+from fer_func.population import slots, views
 from fer_func.population.cv import Folds
 from fer_func.population.plan import Plan, dropout_rates, make_plan
 from fer_func.population.step import DATA_STREAM, INIT_STREAM, NOISE_STREAM, all_finite, make_train_step
@@ -391,9 +391,7 @@ class Population:
         One cached program per (model, dtype, chunk, precision, tta, mode, compile): repeated calls,
         other parameters, other members and splits of equal size never recompile.
         """
-        from fer_func.population import views  # (imported here to keep this method one block; may move up)
-
-        if split == "val" and getattr(self, "folds", None) is not None:
+        if split == "val" and self.folds is not None:
             raise ValueError("evaluate_views('val'): this cross-validation population validates each variant on its "
                              "own Training fold, which an ensemble cannot share; use 'test'")
         params = self.carry["params"] if params is None else params
@@ -502,9 +500,7 @@ def _fold_eval_program(model, dtype, mode, compile, eval_chunk, precision, cuda_
         if mode == "vmap":
             evalc = torch.func.vmap(evalc, in_dims=(0, 0, 0, 0, None, 0))
         if compile:
-            options = {"mode": "reduce-overhead"} if cuda_graphs else \
-                {"backend": compile if isinstance(compile, str) else "inductor"}
-            evalc = compile_program(evalc, **options)
+            evalc = compile_program(evalc, **compile_options(compile, cuda_graphs))
         _PROGRAMS[key] = evalc
     return _PROGRAMS[key]
 
@@ -519,10 +515,6 @@ def _build_programs(model, micro_batch, accumulate, augment, varying_dropout, dt
         step = torch.func.vmap(step, in_dims=(0, 0, None, None, None, 0, None))
         evalc = torch.func.vmap(evalc, in_dims=(0, 0, None, None, None, None))
     if compile:
-        # ``compile`` is True (inductor) or a dynamo backend name ("aot_eager": dynamo's tracing and
-        # caching without inductor's code generation, which tests use to build many populations fast).
-        options = {"backend": compile if isinstance(compile, str) else "inductor"}
-        if cuda_graphs:
-            options = {"mode": "reduce-overhead"}  # inductor with CUDA graphs
+        options = compile_options(compile, cuda_graphs)
         step, evalc = compile_program(step, **options), compile_program(evalc, **options)
     return step, evalc

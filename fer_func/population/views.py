@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fer_func.population.compiled import compile_program
+from fer_func.population.compiled import compile_options, compile_program
 from fer_func.population.evaluate import NUM_CLASSES, per_class
 from fer_func.population.precision import autocast
 from fer_func.population.step import normalize
@@ -99,8 +99,8 @@ def program(model, mean: float, std: float, dtype: torch.dtype, chunk: int, prec
         fn = make_view_chunk(model, mean, std, dtype, chunk, precision, tta)
         if mode == "vmap":
             fn = torch.func.vmap(fn, in_dims=(0, 0, None, None, None))
-        if compile:  # True (inductor) or a dynamo backend name, as in population._build_programs
-            fn = compile_program(fn, backend=compile if isinstance(compile, str) else "inductor")
+        if compile:
+            fn = compile_program(fn, **compile_options(compile))
         _VIEW_PROGRAMS[key] = fn
     return _VIEW_PROGRAMS[key]
 
