@@ -65,6 +65,16 @@ def test_the_population_ends_when_every_variant_has_stopped_and_resume_keeps_the
     assert again.all_stopped and list(again.stopped_epoch) == [1, 2]
 
 
+def test_a_diverged_variant_is_not_reported_as_stopped(data):
+    exploding = VariantConfig(model=NET, optimizer=OptimizerConfig("sgd", lr=1e12), epochs=3, batch_size=16,
+                              early_stopping=EarlyStoppingConfig(1, 1.0), hparams={"lr": 1e12})
+    pop = Population([exploding, variant(1e-3, 1, 1.0, epochs=3)], data, dtype=F64, compile=False)
+    for _ in range(3):
+        pop.train_epoch()
+    assert bool(pop.carry["diverged"][0]) and pop.stopped_epoch[0] == -1 and pop.stopped_epoch[1] == 1
+    assert pop.all_stopped
+
+
 def test_early_stopping_values_are_checked_by_name():
     from fer_func.config import ConfigError
     with pytest.raises(ConfigError, match="early_stopping.patience = -1"):

@@ -307,7 +307,7 @@ class Population:
         self.best["val_acc"] = torch.where(improved, torch.as_tensor(val["acc"], device=self.device), self.best["val_acc"])
         own_epoch = torch.as_tensor(self.epoch - self.slot_start, device=self.device)
         self.best["epoch"] = torch.where(improved, own_epoch, self.best["epoch"])
-        self._early_stop(val["acc"], best_before, diverged_now=~finite)
+        self._early_stop(val["acc"], best_before)
         self.carry["metrics"] = tree.tree_map(torch.zeros_like, mt)
         diverged = self.carry["diverged"].cpu().numpy()
         record = {"epoch": self.epoch, "train_loss": np.where(diverged, np.nan, train_loss), "train_acc": train_acc,
@@ -322,14 +322,16 @@ class Population:
         self.timing["step_s"] = (train_s - compiled_here * self.timing["compile_s"]) / max(steps, 1)
         return record
 
-    def _early_stop(self, val_acc, best_before, diverged_now):
+    def _early_stop(self, val_acc, best_before):
         """A variant with ``early_stopping.patience = P`` that has not raised its best validation
         accuracy by more than ``min_delta`` for P epochs stops: its slot freezes (masked updates, as a
         diverged variant's) and keeps its best epoch."""
         gained = np.asarray(val_acc) > best_before + np.array([v.early_stopping.min_delta for v in self.variants])
         self.since_gain = np.where(gained, 0, self.since_gain + 1)
         patience = np.array([v.early_stopping.patience for v in self.variants])
-        running = (self.stopped_epoch < 0) & ~diverged_now.cpu().numpy()
+        # Diverged variants (this epoch or any before: carry["diverged"] is already updated) are frozen
+        # for that reason and are not reported as stopped.
+        running = (self.stopped_epoch < 0) & ~self.carry["diverged"].cpu().numpy()
         stop = running & (patience > 0) & (self.since_gain >= patience)
         for i in np.flatnonzero(stop):
             self.stopped_epoch[i] = self.slot_epoch(int(i))  # the own epoch just completed, 0-based
