@@ -78,6 +78,7 @@ class Setup:
             raise ConfigError(f"--trials {self.trials}: a search needs more trials than slots (--k {self.k}); "
                               f"pass --trials N with N > K or set search.trials")
         self.seed = int(self.table.get("seed", 0))
+        self.worker = s.worker
         self.epochs = self.variant({p.key: p.values[0] for p in self.space.params}).epochs
         self.room = spaces.corners(self.space, self.table, experiment=self.exp.name, seed=self.seed, where=self.where)
 
@@ -90,7 +91,9 @@ def make_driver(setup: Setup, storage, study_name: str):
         return PBT(setup.space, lambda values, slot: setup.variant(values), k=setup.k, epochs=setup.epochs,
                    seed=setup.seed)
     pruner = make_pruner(setup.space.option("pruner"), setup.epochs, setup.space.option("reduction_factor"))
-    study = optuna.create_study(storage=storage, sampler=make_sampler(setup.method, setup.seed), pruner=pruner,
+    # Populations sharing one study (--ray) sample with different seeds, or random search would repeat itself.
+    sampler = make_sampler(setup.method, setup.seed + 1009 * setup.worker)
+    study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner,
                                 study_name=study_name, direction="maximize", load_if_exists=True)
     return TrialSearch(setup.space, study, lambda values, number: setup.variant(values),
                        trials=setup.trials, k=setup.k, epochs=setup.epochs)
@@ -106,14 +109,17 @@ def _resolve(options: RunOptions) -> RunOptions:
     return dataclasses.replace(options, profile=profile.name, train_limit=options.train_limit or profile.train_limit)
 
 
-def run(options: RunOptions) -> Path:
+def run(options: RunOptions, data=None) -> Path:
+    """The search ``options`` ask for; ``data``: the data set already loaded (a Ray worker's, from the
+    object store), else loaded from ``options.data``."""
     started = time.perf_counter()
     options = _resolve(options)
     device = resolve_device(options.device)
     options = dataclasses.replace(options, precision=options.precision or precisions.default(device))
     print(precisions.configure(device, options.precision), flush=True)
     setup = Setup(options)
-    data = fer_data.load(options.data).limit_train(options.train_limit)
+    if data is None:
+        data = fer_data.load(options.data).limit_train(options.train_limit)
     experiments.check_dataset(setup.room[:1], int(data.labels["train"].shape[0]))
 
     if options.resume is not None:

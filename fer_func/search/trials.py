@@ -57,7 +57,13 @@ class TrialSearch:
         return len(self.study.get_trials(deepcopy=False)) < self.n_trials
 
     def _ask(self, slot: int, epoch: int):
+        """The next trial for ``slot``, or None when the budget is spent. Several processes may share the
+        study (--ray, or one --storage): two can pass ``_budget_left`` together, so the study-wide trial
+        number, which the storage hands out atomically, decides; a trial past the budget is told FAIL."""
         trial = self.study.ask(self.space.distributions)
+        if trial.number >= self.n_trials:
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return None
         variant = self.make_variant(trial.params, trial.number)
         self._live[trial.number] = trial
         self.trials[trial.number] = {"number": trial.number, "params": dict(trial.params), "slot": slot,
@@ -72,9 +78,10 @@ class TrialSearch:
         """Ask the first K trials and build the population (``build_population(variants)``) around them."""
         variants = []
         for slot in range(self.k):
-            if not self._budget_left():
+            variant = self._ask(slot, 0) if self._budget_left() else None
+            if variant is None:
                 break
-            variants.append(self._ask(slot, 0))
+            variants.append(variant)
         if not variants:
             raise ValueError(f"the study already holds {self.n_trials} trials: nothing left to run "
                              f"(raise --trials or use another --storage)")
@@ -106,8 +113,9 @@ class TrialSearch:
                 state = "complete" if epoch >= self.epochs and not diverged else ("diverged" if diverged else "pruned")
                 self._finish(pop, slot, number, state)
                 finished.append(rec)
-                if self._budget_left():
-                    pop.assign(slot, self._ask(slot, pop.epoch))
+                variant = self._ask(slot, pop.epoch) if self._budget_left() else None
+                if variant is not None:
+                    pop.assign(slot, variant)
                 else:
                     pop.freeze(slot)
                     self.slot_trial[slot] = None

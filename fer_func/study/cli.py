@@ -31,6 +31,7 @@ examples:
   python runner.py --search regularized_cnn --trials 40 --k 8 --method tpe --storage sqlite:///search.db
   python runner.py --bench --models simple_cnn resnet --k 1 8 32
   python runner.py --bench --e2e lr --json e2e.json   # the study as a population vs a plain torch loop
+  python runner.py --all --seeds 3 --ray auto --max-k 8  # populations on a Ray cluster, one per device
 """
 
 
@@ -91,6 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
                           "--set optimizer.lr=0.01 --set model.knobs.hidden=[256,128] --set grid.batch_size=[32,64]; "
                           "NAME:KEY=VALUE sets one experiment only: --set lr:model.knobs.channels=[16,32,64,128]")
 
+    how.add_argument("--max-k", type=int, metavar="K",
+                     help="at most K variants per population: a larger group trains as several (on --ray, in parallel)")
+
+    dist = p.add_argument_group("beyond one device (docs/distributed.md)")
+    dist.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                      help="run each population as a Ray task, one per device: --ray alone starts a local Ray "
+                           "sized to this machine, --ray auto or --ray HOST:PORT joins a running cluster "
+                           "(needs pip install -e '.[ray]')")
+    dist.add_argument("--ray-cpus-per-population", dest="ray_cpus", type=int, metavar="N",
+                      help="CPUs each population asks for on a cluster without GPUs (default: all of one node's)")
+    dist.add_argument("--ray-storage", type=Path, metavar="PATH",
+                      help="a path every node sees (NFS, ...) for the workers' checkpoints (default: the run "
+                           "directory, right for --ray alone)")
+
     bench = p.add_argument_group("benchmark options (with --bench)")
     bench.add_argument("--e2e", metavar="NAME",
                        help="time a whole study or experiment end to end, compile included, as the population and "
@@ -143,7 +158,8 @@ def to_options(args: argparse.Namespace) -> RunOptions:
                       train_limit=args.train_limit,
                       seeds=args.seeds, device=args.device, compile=not args.no_compile, dtype=args.dtype,
                       precision=args.precision, cuda_graphs=args.cuda_graphs, wandb=args.wandb, out=args.out,
-                      overrides=tuple(args.overrides), bench=bench, profile=args.profile)
+                      overrides=tuple(args.overrides), bench=bench, profile=args.profile, max_k=args.max_k,
+                      ray=args.ray, ray_cpus=args.ray_cpus, ray_storage=args.ray_storage)
 
 
 def listing(path, overrides=(), seeds: int = 1, device: str = "auto", train_limit: int | None = None,
@@ -231,12 +247,25 @@ def main(argv=None) -> int:
                           options.train_limit, options.profile))
             return 0
         check(options)
+        if options.ray is not None:
+            from fer_func.distributed.ray_run import import_ray
+            import_ray()  # not installed: one line with the install command
         if options.bench is not None:
             if options.bench.e2e is not None:
                 _check_e2e(options)
             return _entry("fer_func.bench", "--bench").main(options) or 0
         if options.search is not None or _is_search_run(options):
-            run_dir = _entry("fer_func.search.run", "--search (pip install optuna)").run(options)
+            _entry("fer_func.search.run", "--search (pip install optuna)")
+            from fer_func.distributed.ray_search import is_ray_search
+            on_ray = options.resume is not None and is_ray_search(options.resume)
+            if on_ray and options.ray is None:
+                raise ConfigError(f"--resume {options.resume}: this search ran on Ray, one population per device; "
+                                  f"resume it with --ray (or --ray ADDRESS)")
+            if options.ray is not None or on_ray:
+                from fer_func.distributed import ray_search
+                run_dir = ray_search.run(options)
+            else:
+                run_dir = _entry("fer_func.search.run", "--search (pip install optuna)").run(options)
             print(f"run directory: {run_dir}")
             return 0
         experiments.plan(options)  # report a bad experiment or --set before loading the engine

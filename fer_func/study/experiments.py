@@ -210,6 +210,26 @@ def populations(variants: list[VariantConfig], key=None) -> list[list[VariantCon
     return list(groups.values())
 
 
+def split(groups: list[list[VariantConfig]], max_k: int | None) -> list[list[VariantConfig]]:
+    """Each group of more than ``max_k`` variants as the fewest populations of at most ``max_k``, sizes
+    as equal as possible (12 at max_k 8: 6 + 6, not 8 + 4, so populations on parallel devices finish
+    together). Order is kept. A variant trains the same in any population (tests/test_population.py),
+    except in a batch-size study, whose micro-batch is the gcd of its population's batch sizes.
+    """
+    if max_k is None:
+        return groups
+    out = []
+    for group in groups:
+        n = -(-len(group) // max_k)
+        size, extra = divmod(len(group), n)
+        start = 0
+        for i in range(n):
+            end = start + size + (i < extra)
+            out.append(group[start:end])
+            start = end
+    return out
+
+
 def population_key(v: VariantConfig) -> tuple:
     """Variants with equal keys train together.
 

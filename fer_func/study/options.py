@@ -37,6 +37,7 @@ class SearchOptions:
     k: int | None = None           # slots trained at once (default: the table's `k`)
     method: str | None = None      # tpe | random | pbt (default: the table's `method`, else tpe)
     storage: str | None = None     # any Optuna storage URL or a *.journal path (default: the run directory's)
+    worker: int = 0                # which of several populations sharing one study (--ray): offsets the sampler's seed
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,10 @@ class RunOptions:
     bench: BenchOptions | None = None  # set by --bench
     search: SearchOptions | None = None  # set by --search
     profile: str | None = None         # experiments.toml profile; None = "full" on CUDA, "cpu" elsewhere
+    max_k: int | None = None           # at most this many variants per population (a larger group is split)
+    ray: str | None = None             # "local" (an embedded Ray instance), "auto" or a cluster address
+    ray_cpus: int | None = None        # CPUs per population on a CPU-only Ray cluster (default: one node's)
+    ray_storage: Path | None = None    # storage the driver and Ray workers share (default: the run directory)
 
     @property
     def profile_name(self) -> str:
@@ -91,9 +96,14 @@ def check(options: RunOptions) -> RunOptions:
             raise ConfigError(f"--resume {str(options.resume)!r}: no config.toml there; pass a run directory written by runner.py")
         if options.overrides or options.seeds != 1 or options.epochs is not None or options.cv is not None:
             raise ConfigError("--resume continues a run as configured; --set, --seeds, --epochs and --cv cannot change it")
-    for name, value in [("--epochs", options.epochs), ("--train-limit", options.train_limit), ("--seeds", options.seeds)]:
+    for name, value in [("--epochs", options.epochs), ("--train-limit", options.train_limit), ("--seeds", options.seeds),
+                        ("--max-k", options.max_k), ("--ray-cpus-per-population", options.ray_cpus)]:
         if value is not None and value < 1:
             raise ConfigError(f"{name} = {value}: must be a positive integer")
+    if options.ray is None and (options.ray_cpus is not None or options.ray_storage is not None):
+        raise ConfigError("--ray-cpus-per-population and --ray-storage only apply with --ray")
+    if options.ray is not None and options.bench is not None:
+        raise ConfigError("--ray does not apply to --bench: a benchmark times this machine; drop --ray")
     if options.data != "synthetic" and not Path(options.data).exists():
         from fer_func.data.fer2013 import not_found
         raise ConfigError(f"--data {not_found(options.data)}")

@@ -37,7 +37,7 @@ from fer_func.study.tracking import Tracker
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 # Options a resumed run takes from run.json: they decide the numbers, so they cannot change mid-run.
-RESUMED = ("data", "train_limit", "dtype", "profile", "precision")
+RESUMED = ("data", "train_limit", "dtype", "profile", "precision", "max_k")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -94,9 +94,22 @@ def _resolve(options: RunOptions) -> RunOptions:
 
 
 def run(options: RunOptions) -> Path:
+    if options.ray is None:
+        return _run(options)
+    from fer_func.distributed import ray_run  # Ray is imported only with --ray
+    with ray_run.session(options.ray):
+        return _run(options)
+
+
+def _run(options: RunOptions) -> Path:
     started = time.perf_counter()
     options = _resolve(options)
-    device = resolve_device(options.device)
+    resources = None
+    if options.ray is not None:  # each population's device is the one its Ray task is given
+        from fer_func.distributed import ray_run
+        device, resources = ray_run.device_and_resources(options.device, options.ray_cpus)
+    else:
+        device = resolve_device(options.device)
     print(f"profile: {options.profile or 'full'}  train images: {options.train_limit or 'all'}  device: {device}", flush=True)
     options = dataclasses.replace(options, precision=options.precision or precisions.default(device))
     precision = options.precision
@@ -104,7 +117,7 @@ def run(options: RunOptions) -> Path:
     variants = experiments.plan(options)
     data = _load_data(options)
     experiments.check_dataset(variants, int(data.labels["train"].shape[0]))
-    groups = experiments.populations(variants)
+    groups = experiments.split(experiments.populations(variants), options.max_k)
     # The experiments' ensemble/tta keys (ensembles.py), checked now; a resumed run keeps the ones it started with.
     if options.resume is not None:
         chosen = json.loads((Path(options.resume) / "run.json").read_text()).get("ensembles", {})
@@ -119,8 +132,9 @@ def run(options: RunOptions) -> Path:
     else:
         run_dir = report.new_run_dir(options.out, _label(options))
         report.write_config(run_dir, variants, profile=options.profile)
-        checkpoint.atomic_write(run_dir / "run.json", json.dumps({**{k: getattr(options, k) for k in RESUMED},
-                                                                  "ensembles": chosen}).encode())
+        checkpoint.atomic_write(run_dir / "run.json", json.dumps({
+            **{k: getattr(options, k) for k in RESUMED}, "ensembles": chosen,
+            "ray_storage": None if options.ray_storage is None else str(options.ray_storage)}).encode())
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     print(f"data: {data.describe()}  device: {device}  run directory: {run_dir}")
 
@@ -129,7 +143,9 @@ def run(options: RunOptions) -> Path:
                        "final": None} for g, group in enumerate(groups) for v in group}
     # The report and W&B list variants in population order.
     results = {"command": " ".join(["python", "runner.py", *sys.argv[1:]]) if sys.argv[0].endswith("runner.py") else None,
-               "started": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(device),
+               "started": time.strftime("%Y-%m-%d %H:%M"),
+               "machine": machine(device if resources is None else torch.device("cpu")),  # the driver's
+               "ray": None if resources is None else {"address": options.ray, "resources": resources},
                "profile": options.profile or "full", "train_limit": options.train_limit, "data": data.describe(),
                "device": str(device), "precision": precision, "variants": [entries[id(v)] for group in groups for v in group],
                "populations": [{"model": group[0].model.name, "k": len(group), "compile_s": None, "eval_compile_s": None,
@@ -143,31 +159,23 @@ def run(options: RunOptions) -> Path:
                 entries[id(v)]["param_count"], entries[id(v)]["macs"] = model.param_count, model.macs
         tracker.start([v for group in groups for v in group], [e["param_count"] for e in results["variants"]])
 
-        for g, group in enumerate(groups):
-            # One population at a time: built when it is about to train, released after, so memory
-            # holds one population plus the dataset however many the run has.
-            t0 = time.perf_counter()
-            pop = Population(group, data, device=device, compile=options.compile, dtype=getattr(torch, options.dtype),
-                             precision=precision, cuda_graphs=options.cuda_graphs)
-            ckpt = run_dir / "checkpoints" / f"population-{g}.pt"
-            if ckpt.exists():
-                pop.load_state_dict(checkpoint.load(ckpt, map_location=device))
-                for e in pop.history:  # replay the finished epochs into the report and W&B
-                    _record_epoch(e, group, entries, tracker)
-            _train(pop, group, g, len(groups), entries, tracker, stop, ckpt, run_dir, results)
-            for v, final in zip(group, pop.finish()):
-                entries[id(v)]["final"] = {k: final[k] for k in ("train_acc", "val_acc", "test_acc", "best_epoch",
-                                                                  "gap", "per_class", "confusion", "stopped_epoch")}
-                entries[id(v)]["diverged"] = final["diverged"]
-            ensembles.collect(pop, group, need, chosen, store)  # PrivateTest probabilities, while pop is here
-            t = results["timing"]
-            t["compile_s"] += pop.timing["compile_s"]
-            t["step_s"] = max(t["step_s"], pop.timing["step_s"])
-            results["populations"][g].update(compile_s=pop.timing["compile_s"],
-                                             eval_compile_s=pop.timing.get("eval_compile_s"),
-                                             step_s=pop.timing["step_s"], wall_s=time.perf_counter() - t0)
+        if options.ray is not None:  # one population per device on a Ray cluster (fer_func/distributed)
+            outcomes = ray_run.populations(options, run_dir, groups, data, device, resources, need, chosen,
+                                           stop=lambda: stop.set)
+        else:
+            outcomes = (train_population(groups[g], g, len(groups), data, options, device, run_dir, need, chosen,
+                                         stop=lambda: stop.set,
+                                         on_epoch=lambda record, group=groups[g]: (
+                                             _record_epoch(record, group, entries, tracker),
+                                             report.write_progress(run_dir, results)))
+                        for g in range(len(groups)))
+        for outcome in outcomes:
+            g = outcome["g"]
+            if options.ray is not None:  # the worker's epochs arrive with its result: replay them here
+                for record in outcome["history"]:
+                    _record_epoch(record, groups[g], entries, tracker)
+            _gather(outcome, groups[g], entries, store, results)
             report.write_progress(run_dir, results)
-            del pop
         results["ensembles"], tta = ensembles.measure(results["variants"], store, chosen)
         for v in results["variants"]:
             v["final"].update(tta.get(v["id"], {}))
@@ -188,12 +196,57 @@ def _record_epoch(record, group, entries, tracker):
     tracker.log_epoch_by_id(rows)
 
 
-def _train(pop, group, g, n_groups, entries, tracker, stop, ckpt, run_dir, results):
+def train_population(group, g: int, n_groups: int, data, options: RunOptions, device, run_dir, need, chosen, *,
+                     checkpoints=None, stop=lambda: False, on_epoch=lambda record: None,
+                     progress_bar: bool = True) -> dict:
+    """Build population ``g`` of ``group``, train it from its checkpoint (if any) to the end, release it.
+
+    The unit a local run loops over and a Ray worker runs (fer_func/distributed): ``on_epoch(record)``
+    sees every epoch record, the replayed ones of a resumed population included, and the return value
+    is what the run's report needs: the per-variant final records, the population's timing, the
+    PrivateTest probabilities for ensembles, and (for a worker) the whole epoch history.
+    """
+    t0 = time.perf_counter()
+    pop = Population(group, data, device=device, compile=options.compile, dtype=getattr(torch, options.dtype),
+                     precision=options.precision, cuda_graphs=options.cuda_graphs)
+    ckpt = Path(checkpoints or Path(run_dir) / "checkpoints") / f"population-{g}.pt"
+    if ckpt.exists():
+        pop.load_state_dict(checkpoint.load(ckpt, map_location=device))
+        for e in pop.history:  # replay the finished epochs into the report and W&B
+            on_epoch(e)
+    _train(pop, group, g, n_groups, stop, ckpt, run_dir, on_epoch, progress_bar)
+    finals = [{**{k: final[k] for k in ("train_acc", "val_acc", "test_acc", "best_epoch", "gap", "per_class",
+                                       "confusion", "stopped_epoch")}, "diverged": final["diverged"]}
+              for final in pop.finish()]
+    store: dict = {}
+    ensembles.collect(pop, group, need, chosen, store)  # PrivateTest probabilities, while pop is here
+    timing = {"compile_s": pop.timing["compile_s"], "eval_compile_s": pop.timing.get("eval_compile_s"),
+              "step_s": pop.timing["step_s"], "wall_s": time.perf_counter() - t0}
+    return {"g": g, "finals": finals, "store": store, "timing": timing, "history": list(pop.history)}
+
+
+def _gather(outcome: dict, group, entries: dict, store: dict, results: dict) -> None:
+    """Fold one trained population's outcome into the run's records."""
+    for v, final in zip(group, outcome["finals"]):
+        entries[id(v)]["final"] = {k: x for k, x in final.items() if k != "diverged"}
+        entries[id(v)]["diverged"] = final["diverged"]
+    for key, value in outcome["store"].items():
+        if key == "probs":
+            store.setdefault("probs", {}).update(value)
+        else:
+            store[key] = value
+    t, timing = results["timing"], outcome["timing"]
+    t["compile_s"] += timing["compile_s"]
+    t["step_s"] = max(t["step_s"], timing["step_s"])
+    results["populations"][outcome["g"]].update(timing, **outcome.get("placement", {}))
+
+
+def _train(pop, group, g, n_groups, stop, ckpt, run_dir, on_epoch, progress_bar):
     plan = pop.plan
     while pop.epoch < plan.epochs and not pop.all_stopped:  # every variant stopped early: the population ends
         desc = f"pop {g + 1}/{n_groups} {plan.model.name} K={len(group)} epoch {pop.epoch + 1}/{plan.epochs}"
         with tqdm(total=plan.steps_per_epoch, initial=pop.step_in_epoch, desc=desc, unit="step",
-                  dynamic_ncols=True, leave=True) as bar:
+                  dynamic_ncols=True, leave=True, disable=not progress_bar) as bar:
             first, start = pop.timing["steps"] == 0, pop.step_in_epoch
 
             def progress(done):
@@ -201,7 +254,7 @@ def _train(pop, group, g, n_groups, entries, tracker, stop, ckpt, run_dir, resul
                     bar.set_postfix_str(f"first step (compile) {pop.timing['compile_s']:.1f}s")
                 bar.update(done - bar.n)
 
-            record = pop.train_epoch(progress=progress, stop=lambda: stop.set)
+            record = pop.train_epoch(progress=progress, stop=stop)
             if record is None:  # Ctrl-C mid-epoch
                 checkpoint.save(ckpt, pop.state_dict())
                 raise Interrupted.at(run_dir)
@@ -209,8 +262,7 @@ def _train(pop, group, g, n_groups, entries, tracker, stop, ckpt, run_dir, resul
             samples = plan.micro_batch * plan.steps_per_epoch * len(group)
             bar.set_postfix_str(f"compile {pop.timing['compile_s']:.1f}s, {samples / record['epoch_s']:.0f} "
                                 f"variant-samples/s, best val {100 * best:.1f}%")
-        _record_epoch(record, group, entries, tracker)
         checkpoint.save(ckpt, pop.state_dict())
-        report.write_progress(run_dir, results)
-        if stop.set:
+        on_epoch(record)
+        if stop():
             raise Interrupted.at(run_dir)
