@@ -21,6 +21,8 @@ import json
 import os
 import shutil
 import socket
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +35,18 @@ POLL_S = 0.5         # how often the driver looks at Ctrl-C while it waits for p
 INSTALL = "pip install -e '.[ray]'"
 
 
-def import_ray():
+def check_installed() -> None:
+    """``--ray`` without Ray: one line with the install command (without importing Ray)."""
+    import importlib.util
+    try:
+        found = importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ConfigError(f"--ray: Ray is not installed here; {INSTALL} (or pip install 'ray[default]')")
+
+
+def import_ray(address: str = "local"):
     try:
         import ray
     except ImportError:
@@ -59,7 +72,7 @@ def _reachable(address: str) -> None:
 def session(address: str):
     """Ray for the length of a run: started (``local``) or joined, shut down after unless the process
     had already called ``ray.init`` (a notebook's or a test's instance is left as it was)."""
-    ray = import_ray()
+    ray = import_ray(address)
     if ray.is_initialized():
         yield
         return
@@ -70,10 +83,25 @@ def session(address: str):
         ray.shutdown()
 
 
+@contextlib.contextmanager
+def _stderr_held_back():
+    """Hold file descriptor 2 in a temporary file: Ray's C++ client logs a warning a second while it
+    retries a cluster that refuses it (about 20), which would bury the one-line error. Yields a
+    function returning what was held."""
+    sys.stderr.flush()
+    saved, tmp = os.dup(2), tempfile.TemporaryFile(mode="w+b")
+    os.dup2(tmp.fileno(), 2)
+    try:
+        yield lambda: (tmp.seek(0), tmp.read().decode(errors="replace"))[1]
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def connect(address: str) -> None:
     """Start the embedded instance (``local``) or join the cluster at ``address`` ('auto': the one this
     machine belongs to)."""
-    ray = import_ray()
+    ray = import_ray(address)
     quiet = {"include_dashboard": False, "log_to_driver": True, "configure_logging": True,
              "logging_level": "warning"}
     if address == "local":
@@ -82,11 +110,16 @@ def connect(address: str) -> None:
     if address != "auto":
         _reachable(address)
     try:
-        ray.init(address=address, **quiet)
+        with _stderr_held_back() as held:
+            ray.init(address=address, **quiet)
+        sys.stderr.write(held())  # joined: whatever Ray said is shown after all
     except (ConnectionError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"--ray {address}: cannot join a Ray cluster ({first}); start one with `ray start --head` "
-                          f"and pass --ray auto, or pass --ray alone for a local instance") from None
+        auth = "" if address == "auto" or os.environ.get("RAY_AUTH_MODE") else (
+            "; a cluster with token authentication (Ray >= 2.59's default) also needs RAY_AUTH_MODE=token and "
+            "its token (`ray get-auth-token` on the head) here")
+        raise ConfigError(f"--ray {address}: cannot join a Ray cluster ({first}){auth}; start one with "
+                          f"`ray start --head` and pass --ray auto, or pass --ray alone for a local instance") from None
 
 
 def device_and_resources(device_option: str, cpus: int | None) -> tuple[torch.device, dict]:

@@ -248,8 +248,8 @@ def main(argv=None) -> int:
             return 0
         check(options)
         if options.ray is not None:
-            from fer_func.distributed.ray_run import import_ray
-            import_ray()  # not installed: one line with the install command
+            from fer_func.distributed.ray_run import check_installed
+            check_installed()  # not installed: one line with the install command
         if options.bench is not None:
             if options.bench.e2e is not None:
                 _check_e2e(options)
