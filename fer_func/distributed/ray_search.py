@@ -54,6 +54,7 @@ def _worker(spec: dict, data) -> dict:
     import torch
 
     from fer_func.search import run as search_run
+    from fer_func.search.trials import BudgetSpent
 
     out = Path(spec["out"])
     previous = sorted(p for p in out.glob("*") if (p / "run.json").is_file()) if out.is_dir() else []
@@ -61,7 +62,10 @@ def _worker(spec: dict, data) -> dict:
         torch.set_num_threads(spec["cpus"])
     placement = ray_run.record_attempt(out / "placement.json", spec["device"], spec["cpus"])
     options = dataclasses.replace(spec["options"], resume=previous[-1] if previous else None)
-    run_dir = search_run.run(options, data=data)
+    try:
+        run_dir = search_run.run(options, data=data)
+    except BudgetSpent:  # it started after the other populations had asked for every trial
+        return {"run_dir": None, "results": None, "placement": placement}
     results = json.loads((Path(run_dir) / "results.json").read_text())
     return {"run_dir": str(run_dir), "results": results, "placement": placement}
 
@@ -126,22 +130,24 @@ def is_ray_search(run_dir) -> bool:
     return (Path(run_dir) / RAY_JSON).is_file()
 
 
-def merge(parts: list[dict], placements: list[dict], run_dirs: list[str], setup, wall_s: float) -> dict:
-    """One search's results from its populations': every trial once, the best over all, the cost summed."""
-    trials = sorted((t for p in parts for t in p["trials"]), key=lambda t: t["number"])
-    bests = [(i, p["best"]) for i, p in enumerate(parts) if p.get("best")]
+def merge(parts: list, placements: list[dict], run_dirs: list, setup, wall_s: float) -> dict:
+    """One search's results from its populations': every trial once, the best over all, the cost summed.
+    A population that found the budget spent when it started (``None``) trained nothing."""
+    live = [(i, p) for i, p in enumerate(parts) if p is not None]
+    trials = sorted((t for _, p in live for t in p["trials"]), key=lambda t: t["number"])
+    bests = [(i, p["best"]) for i, p in live if p.get("best")]
     best_i, best = max(bests, key=lambda ib: ib[1]["val_acc"]) if bests else (None, None)
-    first = parts[0]
+    first = live[0][1]
     return {"command": " ".join(["python", "runner.py", *sys.argv[1:]]) if sys.argv[0].endswith("runner.py") else None,
             "started": first["started"], "machine": machine(__import__("torch").device("cpu")),
-            "experiment": first["experiment"], "method": first["method"], "k": sum(p["k"] for p in parts),
+            "experiment": first["experiment"], "method": first["method"], "k": setup.k * len(parts),
             "trials_budget": setup.trials, "epochs_per_trial": first["epochs_per_trial"], "profile": first["profile"],
             "data": first["data"], "space": first["space"], "seed": first["seed"],
-            "population_epochs": max(p["population_epochs"] for p in parts),
-            "slot_epochs": sum(p.get("slot_epochs") or 0 for p in parts),
-            "variant_epochs": sum(p["variant_epochs"] for p in parts), "wall_s": wall_s,
-            "compile_s": max((p["compile_s"] or 0) for p in parts), "trials": trials,
+            "population_epochs": max(p["population_epochs"] for _, p in live),
+            "slot_epochs": sum(p.get("slot_epochs") or 0 for _, p in live),
+            "variant_epochs": sum(p["variant_epochs"] for _, p in live), "wall_s": wall_s,
+            "compile_s": max((p["compile_s"] or 0) for _, p in live), "trials": trials,
             "best": None if best is None else {**best, "population": best_i},
-            "populations": [{"k": p["k"], "trials": len(p["trials"]), "wall_s": p["wall_s"],
-                             "compile_s": p["compile_s"], "run_dir": d, **pl}
+            "populations": [{"k": setup.k, "trials": len(p["trials"]) if p else 0, "wall_s": p and p["wall_s"],
+                             "compile_s": p and p["compile_s"], "run_dir": d, **pl}
                             for p, pl, d in zip(parts, placements, run_dirs)]}

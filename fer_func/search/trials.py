@@ -21,6 +21,7 @@ import optuna
 import torch
 
 from fer_func import tree
+from fer_func.config import ConfigError
 from fer_func.search.space import Space
 
 # Optuna logs every trial at INFO; the run's own progress line and summary say the same, once.
@@ -40,6 +41,11 @@ def make_pruner(name: str, epochs: int, reduction_factor: int) -> optuna.pruners
     if name == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=reduction_factor)
     return optuna.pruners.NopPruner()
+
+
+class BudgetSpent(ConfigError):
+    """The study already holds the whole trial budget: nothing for this population to run (a local
+    search's mistake, or, with --ray, a population that started after the others had asked for it all)."""
 
 
 class TrialSearch:
@@ -83,8 +89,8 @@ class TrialSearch:
                 break
             variants.append(variant)
         if not variants:
-            raise ValueError(f"the study already holds {self.n_trials} trials: nothing left to run "
-                             f"(raise --trials or use another --storage)")
+            raise BudgetSpent(f"the study already holds {self.n_trials} trials: nothing left to run "
+                              f"(raise --trials or use another --storage)")
         pop = build_population(variants)
         for slot in range(len(variants), self.k):  # a budget smaller than K: the spare slots never train
             pop.freeze(slot)
