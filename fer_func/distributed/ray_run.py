@@ -32,7 +32,7 @@ from fer_func.config import ConfigError
 
 MAX_RETRIES = 3      # retries of a population whose worker died; each resumes from its last checkpoint
 POLL_S = 0.5         # how often the driver looks at Ctrl-C while it waits for populations
-INSTALL = "pip install -e '.[ray]'"
+NOT_INSTALLED = "--ray: Ray is not installed here; pip install -e '.[ray]' (or pip install 'ray[default]')"
 
 
 def check_installed() -> None:
@@ -43,14 +43,14 @@ def check_installed() -> None:
     except (ImportError, ValueError):
         found = False
     if not found:
-        raise ConfigError(f"--ray: Ray is not installed here; {INSTALL} (or pip install 'ray[default]')")
+        raise ConfigError(NOT_INSTALLED)
 
 
-def import_ray(address: str = "local"):
+def import_ray():
     try:
         import ray
     except ImportError:
-        raise ConfigError(f"--ray: Ray is not installed here; {INSTALL} (or pip install 'ray[default]')") from None
+        raise ConfigError(NOT_INSTALLED) from None
     return ray
 
 
@@ -72,7 +72,7 @@ def _reachable(address: str) -> None:
 def session(address: str):
     """Ray for the length of a run: started (``local``) or joined, shut down after unless the process
     had already called ``ray.init`` (a notebook's or a test's instance is left as it was)."""
-    ray = import_ray(address)
+    ray = import_ray()
     if ray.is_initialized():
         yield
         return
@@ -101,7 +101,7 @@ def _stderr_held_back():
 def connect(address: str) -> None:
     """Start the embedded instance (``local``) or join the cluster at ``address`` ('auto': the one this
     machine belongs to)."""
-    ray = import_ray(address)
+    ray = import_ray()
     quiet = {"include_dashboard": False, "log_to_driver": True, "configure_logging": True,
              "logging_level": "warning"}
     if address == "local":
@@ -122,12 +122,18 @@ def connect(address: str) -> None:
                           f"`ray start --head` and pass --ray auto, or pass --ray alone for a local instance") from None
 
 
-def device_and_resources(device_option: str, cpus: int | None) -> tuple[torch.device, dict]:
-    """The device each population gets and the resources its task asks for: one GPU when the cluster
-    has GPUs (unless --device cpu), else ``cpus`` CPUs (default: all of the largest node's)."""
+def _nodes() -> list[dict]:
+    """The resources of each live node of the cluster."""
     import ray
 
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+
+def device_and_resources(device_option: str, cpus: int | None) -> tuple[torch.device, dict]:
+    """The device each population gets and the resources its task asks for: one GPU when the cluster
+    has GPUs (unless --device cpu), else ``cpus`` CPUs (default: all of the largest node's). Either way
+    the resources name ``num_cpus``: the threads a CPU population runs."""
+    nodes = _nodes()
     gpus = sum(n.get("GPU", 0) for n in nodes)
     node_cpus = max((int(n.get("CPU", 0)) for n in nodes), default=0)
     if device_option == "cuda" and gpus < 1:
@@ -141,6 +147,18 @@ def device_and_resources(device_option: str, cpus: int | None) -> tuple[torch.de
     return torch.device("cpu"), {"num_cpus": n}
 
 
+def device_count(resources: dict) -> int:
+    """How many populations the cluster can train at once with ``resources`` each."""
+    nodes = _nodes()
+    if "num_gpus" in resources:
+        return max(1, int(sum(n.get("GPU", 0) for n in nodes)))
+    return max(1, sum(int(n.get("CPU", 0)) // resources["num_cpus"] for n in nodes))
+
+
+def describe(resources: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in resources.items())
+
+
 def storage_dir(options, run_dir: Path) -> Path:
     """Where workers write checkpoints and placements: ``--ray-storage/RUN_NAME``, else the run directory
     (the embedded instance's workers share this machine's disk)."""
@@ -150,17 +168,22 @@ def storage_dir(options, run_dir: Path) -> Path:
     return Path(root) / Path(run_dir).name if root else Path(run_dir)
 
 
-def record_attempt(path: Path, device: str, cpus: int) -> dict:
-    """Append this worker's node, process and device to ``path`` (one entry per attempt: a retried
-    population has several) and return the placement the run's results record."""
+def start_worker(path: Path, device: str, cpus: int) -> dict:
+    """In a worker, before its population: torch's threads for a CPU population, and this attempt's
+    node, process and device appended to ``path`` (a retried population has several entries, written
+    atomically so a worker killed mid-write leaves the previous list). Returns the placement the run's
+    results record."""
     import ray
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from fer_func.study.checkpoint import atomic_write
+
+    if device == "cpu":
+        torch.set_num_threads(cpus)
     attempts = json.loads(path.read_text())["attempts"] if path.exists() else []
     attempts.append({"node": ray.util.get_node_ip_address(), "host": socket.gethostname(), "pid": os.getpid(),
                      "device": device, "gpu_ids": [str(i) for i in ray.get_gpu_ids()], "cpus": cpus,
                      "started": time.strftime("%Y-%m-%d %H:%M:%S")})
-    path.write_text(json.dumps({"attempts": attempts}))
+    atomic_write(path, json.dumps({"attempts": attempts}).encode())
     last = attempts[-1]
     return {"node": last["node"], "host": last["host"], "placed_on": device, "gpu_ids": last["gpu_ids"],
             "attempts": len(attempts)}
@@ -172,10 +195,8 @@ def _population_task(spec: dict, data) -> dict:
     from fer_func.study import run as study_run
 
     device = torch.device(spec["device"])
-    if device.type == "cpu":
-        torch.set_num_threads(spec["cpus"])
     storage = Path(spec["storage"])
-    placement = record_attempt(storage / "placement" / f"population-{spec['g']}.json", str(device), spec["cpus"])
+    placement = start_worker(storage / "placement" / f"population-{spec['g']}.json", device.type, spec["cpus"])
     group, g, n = spec["group"], spec["g"], spec["n_groups"]
 
     def on_epoch(record):
@@ -200,11 +221,6 @@ def _sync(src: Path, dst: Path) -> None:
             shutil.copy2(f, target)
 
 
-def _copy_back(storage: Path, run_dir: Path) -> None:
-    """Checkpoints from shared storage into the run directory, so ``--resume`` works without the storage."""
-    _sync(storage / "checkpoints", Path(run_dir) / "checkpoints")
-
-
 def populations(options, run_dir: Path, groups: list, data, device: torch.device, resources: dict, need, chosen,
                 stop=lambda: False):
     """Train every population as a Ray task; yield their outcomes (train_population's) as they finish."""
@@ -215,15 +231,16 @@ def populations(options, run_dir: Path, groups: list, data, device: torch.device
     _sync(Path(run_dir) / "checkpoints", storage / "checkpoints")  # a run started locally, resumed on Ray
     task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False, **resources)(_population_task)
     data_ref = ray.put(data)  # once, into the object store; every worker reads it from there
-    cpus = resources.get("num_cpus", 1) if device.type == "cpu" else 1
     pending = {}
     for g, group in enumerate(groups):
         spec = {"group": group, "g": g, "n_groups": len(groups), "options": options, "device": str(device),
-                "cpus": cpus, "storage": str(storage), "run_dir": str(run_dir), "need": need, "chosen": chosen}
+                "cpus": resources["num_cpus"], "storage": str(storage), "run_dir": str(run_dir), "need": need, "chosen": chosen}
         pending[task.remote(spec, data_ref)] = g
-    print(f"ray: {len(groups)} populations submitted, each on {device.type} "
-          f"({', '.join(f'{k}={v}' for k, v in resources.items())}); checkpoints in {storage}", flush=True)
-    for _, outcome in gather(pending, run_dir, stop, on_done=lambda: _copy_back(storage, run_dir)):
+    print(f"ray: {len(groups)} populations submitted, each on {device.type} ({describe(resources)}); "
+          f"checkpoints in {storage}", flush=True)
+    # as populations finish or stop, their checkpoints into the run directory: --resume works without the storage
+    for _, outcome in gather(pending, run_dir, stop, on_done=lambda: _sync(storage / "checkpoints",
+                                                                           Path(run_dir) / "checkpoints")):
         yield outcome
 
 

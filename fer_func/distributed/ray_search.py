@@ -39,28 +39,14 @@ def run(options: RunOptions) -> Path:
         return _run(options)
 
 
-def device_count(resources: dict) -> int:
-    """How many populations the cluster can train at once with ``resources`` each."""
-    import ray
-
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    if "num_gpus" in resources:
-        return max(1, int(sum(n.get("GPU", 0) for n in nodes)))
-    return max(1, sum(int(n.get("CPU", 0)) // resources["num_cpus"] for n in nodes))
-
-
 def _worker(spec: dict, data) -> dict:
     """One search population (runs in a Ray worker). A retry finds its run directory and resumes it."""
-    import torch
-
     from fer_func.search import run as search_run
     from fer_func.search.trials import BudgetSpent
 
     out = Path(spec["out"])
     previous = sorted(p for p in out.glob("*") if (p / "run.json").is_file()) if out.is_dir() else []
-    if spec["device"] == "cpu":
-        torch.set_num_threads(spec["cpus"])
-    placement = ray_run.record_attempt(out / "placement.json", spec["device"], spec["cpus"])
+    placement = ray_run.start_worker(out / "placement.json", spec["device"], spec["cpus"])
     options = dataclasses.replace(spec["options"], resume=previous[-1] if previous else None)
     try:
         run_dir = search_run.run(options, data=data)
@@ -90,7 +76,7 @@ def _run(options: RunOptions) -> Path:
     if resumed:
         run_dir, n_pop, journal = Path(options.resume), ray_saved["populations"], ray_saved["storage"]
     else:
-        n_pop = device_count(resources)
+        n_pop = ray_run.device_count(resources)
         run_dir = search_run.new_run_dir(options.out, f"search-{setup.exp.name}-{setup.method}-ray")
     storage = ray_run.storage_dir(options, run_dir)
     if not resumed:
@@ -103,7 +89,7 @@ def _run(options: RunOptions) -> Path:
             "populations": n_pop, "storage": journal,
             "ray_storage": None if options.ray_storage is None else str(options.ray_storage)}).encode())
     print(f"search {setup.exp.name} on Ray: {n_pop} populations of K={setup.k}, one per {device.type} "
-          f"({', '.join(f'{k}={v}' for k, v in resources.items())}), {setup.trials} trials in one study ({journal})",
+          f"({ray_run.describe(resources)}), {setup.trials} trials in one study ({journal})",
           flush=True)
 
     data = fer_data.load(options.data).limit_train(options.train_limit)
@@ -113,7 +99,7 @@ def _run(options: RunOptions) -> Path:
     pending = {}
     for i in range(n_pop):
         out = storage / "populations" / f"p{i}"
-        spec = {"out": str(out), "device": device.type, "cpus": resources.get("num_cpus", 1),
+        spec = {"out": str(out), "device": device.type, "cpus": resources["num_cpus"],
                 "options": dataclasses.replace(base, out=out, search=dataclasses.replace(
                     options.search, storage=journal, worker=i))}
         pending[task.remote(spec, data_ref)] = i

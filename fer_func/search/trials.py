@@ -66,6 +66,8 @@ class TrialSearch:
         """The next trial for ``slot``, or None when the budget is spent. Several processes may share the
         study (--ray, or one --storage): two can pass ``_budget_left`` together, so the study-wide trial
         number, which the storage hands out atomically, decides; a trial past the budget is told FAIL."""
+        if not self._budget_left():
+            return None
         trial = self.study.ask(self.space.distributions)
         if trial.number >= self.n_trials:
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -84,7 +86,7 @@ class TrialSearch:
         """Ask the first K trials and build the population (``build_population(variants)``) around them."""
         variants = []
         for slot in range(self.k):
-            variant = self._ask(slot, 0) if self._budget_left() else None
+            variant = self._ask(slot, 0)
             if variant is None:
                 break
             variants.append(variant)
@@ -119,7 +121,7 @@ class TrialSearch:
                 state = "complete" if epoch >= self.epochs and not diverged else ("diverged" if diverged else "pruned")
                 self._finish(pop, slot, number, state)
                 finished.append(rec)
-                variant = self._ask(slot, pop.epoch) if self._budget_left() else None
+                variant = self._ask(slot, pop.epoch)
                 if variant is not None:
                     pop.assign(slot, variant)
                 else:

@@ -255,7 +255,7 @@ def main(argv=None) -> int:
                 _check_e2e(options)
             return _entry("fer_func.bench", "--bench").main(options) or 0
         if options.search is not None or _is_search_run(options):
-            _entry("fer_func.search.run", "--search (pip install optuna)")
+            search_run = _entry("fer_func.search.run", "--search (pip install optuna)")
             from fer_func.distributed.ray_search import is_ray_search
             on_ray = options.resume is not None and is_ray_search(options.resume)
             if on_ray and options.ray is None:
@@ -265,7 +265,7 @@ def main(argv=None) -> int:
                 from fer_func.distributed import ray_search
                 run_dir = ray_search.run(options)
             else:
-                run_dir = _entry("fer_func.search.run", "--search (pip install optuna)").run(options)
+                run_dir = search_run.run(options)
             print(f"run directory: {run_dir}")
             return 0
         experiments.plan(options)  # report a bad experiment or --set before loading the engine
