@@ -15,6 +15,7 @@ from fer_func import tree
 from fer_func.config import OptimizerConfig
 from fer_func.optim import (adam, adamw, apply_updates, from_config, from_configs, get_hparam, hparam_names,
                             rmsprop, select, sgd, with_hparams)
+from fer_func.optim.flat import Ravel
 from fer_func.optim.select import active_state
 
 F64 = torch.float64
@@ -240,6 +241,36 @@ def test_select_compiled_once_for_the_mixed_population():
     opt, params, state, grads, lrs, refs = mixed_population()
     with torch._dynamo.config.patch(error_on_recompile=True):
         run_population(torch.compile(vmap(opt.update), fullgraph=True), params, state, grads, lrs, refs, "compiled select", opt)
+
+
+def test_flat_layout_matches_each_torch_run():
+    """optim.flat, as the population step uses it: the mixed population updated on one flat buffer
+    per variant gives each member torch.optim's numbers, and unflat gives back the per-tensor
+    layout (same key paths, order, dtypes and shapes, so the compiled carry's spec is unchanged)."""
+    opt, params, state, grads, lrs, refs = mixed_population()
+
+    def flat_update(g, s, p):
+        ravel = Ravel(p)
+        u, new = opt.update(ravel.flat(g), ravel.flat(s), ravel.flat(p))
+        assert list(ravel.flat(s)["buffers"]["0"]) == ["flat"]  # the buffers really are flat inside
+        return ravel.unflat(u, p), ravel.unflat(new, s)
+
+    _, new_state = run_population(vmap(flat_update), params, state, grads, lrs, refs, "flat select", opt)
+    assert paths(new_state) == paths(state)
+
+
+def test_ravel_round_trip_follows_each_subtrees_key_order():
+    p = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.tensor([7.0, 8.0])}
+    ravel = Ravel(p)
+    state = {"step": torch.tensor(3), "m": {"b": p["b"] * 2, "w": p["w"] * 2}}  # other key order
+    flat = ravel.flat(state)
+    assert flat["step"] is state["step"]
+    torch.testing.assert_close(flat["m"]["flat"], torch.tensor([0.0, 2, 4, 6, 8, 10, 14, 16]))
+    back = ravel.unflat(flat, state)
+    assert list(back["m"]) == ["b", "w"]
+    torch.testing.assert_close(back, state)
+    with pytest.raises(ValueError, match="mix dtypes"):
+        Ravel({"w": torch.zeros(2), "b": torch.zeros(2, dtype=torch.float64)})
 
 
 def test_hparams_are_state_tensors_with_params_dtype():

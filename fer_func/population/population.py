@@ -514,7 +514,14 @@ def _build_programs(model, micro_batch, accumulate, augment, varying_dropout, dt
     step = make_train_step(plan, update, MEAN, STD, dtype, precision)
     evalc = make_eval_chunk(plan, MEAN, STD, dtype, eval_chunk, precision)
     if mode == "vmap":
-        step = torch.func.vmap(step, in_dims=(0, 0, None, None, None, 0, None))
+        batched = torch.func.vmap(step, in_dims=(0, 0, None, None, None, 0, None))
+
+        def step(*args):
+            # The step computes params and optimizer buffers as one flat buffer per variant, so under
+            # vmap each returned tensor is a strided slice of a (K, N) buffer; a contiguous carry keeps
+            # the next call's inputs in the layout the program was compiled for (no recompile).
+            return tree.tree_map(torch.Tensor.contiguous, batched(*args))
+
         evalc = torch.func.vmap(evalc, in_dims=(0, 0, None, None, None, None))
     if compile:
         options = compile_options(compile, cuda_graphs)
