@@ -21,18 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-
-def _cpu_s() -> float:
-    return sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-               for f in ("ru_utime", "ru_stime"))
+from fer_func.bench.cold import all_variants, child_in_empty_cache, cpu_seconds
 
 
 def child(profile: str, name: str, kind: str) -> dict:
@@ -42,11 +35,8 @@ def child(profile: str, name: str, kind: str) -> dict:
 
     from fer_func import prng
     from fer_func.models import build_from
-    from fer_func.study import experiments
-    from fer_func.study.options import DEFAULT_EXPERIMENTS
 
-    variants = experiments.select(experiments.load(DEFAULT_EXPERIMENTS, profile), all=True)
-    model = build_from(next(v.model for v in variants if v.model.name == name))
+    model = build_from(next(v.model for v in all_variants(profile) if v.model.name == name))
     x = prng.uniform(prng.key(0), (64, 1, 48, 48))
     y = torch.arange(64) % 7
     if kind == "torch.nn":
@@ -72,10 +62,10 @@ def child(profile: str, name: str, kind: str) -> dict:
     t0 = time.perf_counter()
     torch.compile(lambda t: torch.relu(t) * 2 + 1, fullgraph=True)(torch.linspace(-1, 1, 64).reshape(4, 16))
     setup = time.perf_counter() - t0
-    c0, t0 = _cpu_s(), time.perf_counter()
+    c0, t0 = cpu_seconds(), time.perf_counter()
     once()
     first = time.perf_counter() - t0
-    cpu = _cpu_s() - c0
+    cpu = cpu_seconds() - c0
     t0 = time.perf_counter()
     once()
     return {"model": name, "kind": kind, "setup_s": round(setup, 1), "compile_s": round(first, 1),
@@ -93,10 +83,7 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(child(args.profile, *args.child)))
         return 0
-    from fer_func.study import experiments
-    from fer_func.study.options import DEFAULT_EXPERIMENTS
-    names = args.models or list(dict.fromkeys(
-        v.model.name for v in experiments.select(experiments.load(DEFAULT_EXPERIMENTS, args.profile), all=True)))
+    names = args.models or list(dict.fromkeys(v.model.name for v in all_variants(args.profile)))
     rows = []
     print(f"profile {args.profile}, {time.strftime('%Y-%m-%d %H:%M')}: cold compile of one forward + backward "
           f"(batch 64), seconds wall (CPU incl. g++), after the process's one-off compile set-up (reported apart)")
@@ -104,11 +91,8 @@ def main(argv=None) -> int:
     for name in names:
         cells = []
         for kind in ("torch.nn", "functional"):
-            with tempfile.TemporaryDirectory(prefix="fer-func-inductor-") as cache:
-                out = subprocess.run([sys.executable, "-m", "fer_func.bench.compile_floor", "--profile", args.profile,
-                                      "--child", name, kind], env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache},
-                                     capture_output=True, text=True, check=True).stdout
-            rows.append(json.loads(out.strip().splitlines()[-1]))
+            rows.append(child_in_empty_cache("fer_func.bench.compile_floor", "--profile", args.profile, "--child",
+                                             name, kind))
             cells.append(f"{rows[-1]['compile_s']} ({rows[-1]['compile_cpu_s']})")
         print(f"| {name} | {cells[0]} | {cells[1]} | {rows[-1]['setup_s']} |", flush=True)
     if args.json:

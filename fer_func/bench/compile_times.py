@@ -27,11 +27,12 @@ def measure(profile: str) -> list[dict]:
 
     from fer_func import data as fer_data
     from fer_func.population import Population
+    from fer_func.bench.cold import all_variants
     from fer_func.study import experiments
     from fer_func.study.options import DEFAULT_EXPERIMENTS
 
     prof = experiments.profile_of(DEFAULT_EXPERIMENTS, profile)
-    variants = experiments.select(experiments.load(DEFAULT_EXPERIMENTS, profile), all=True)
+    variants = all_variants(profile)
     data = fer_data.load("synthetic").limit_train(prof.train_limit)
     rows = []
     for group in experiments.populations(variants):

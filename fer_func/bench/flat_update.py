@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
-import tempfile
 import time
+
+from fer_func.bench.cold import all_variants, child_in_empty_cache, cpu_seconds
 
 
 def child(model: str, k: int, rules: list[str], layout: str, runs: int = 30) -> dict:
@@ -28,11 +26,8 @@ def child(model: str, k: int, rules: list[str], layout: str, runs: int = 30) -> 
     from fer_func.config import OptimizerConfig
     from fer_func.optim.flat import Ravel
     from fer_func.population.step import all_finite
-    from fer_func.study import experiments
-    from fer_func.study.options import DEFAULT_EXPERIMENTS
 
-    variants = experiments.select(experiments.load(DEFAULT_EXPERIMENTS, "cpu"), all=True)
-    p0, _ = models.build_from(next(v.model for v in variants if v.model.name == model)).init(prng.key(0))
+    p0, _ = models.build_from(next(v.model for v in all_variants("cpu") if v.model.name == model)).init(prng.key(0))
     opts = optim.from_configs([OptimizerConfig(rules[i % len(rules)], lr=1e-3) for i in range(k)])
     params = tree.stack([tree.tree_map(lambda x, i=i: x + 0.01 * i, p0) for i in range(k)])
     state = tree.stack([o.init(p0) for o in opts])
@@ -52,12 +47,9 @@ def child(model: str, k: int, rules: list[str], layout: str, runs: int = 30) -> 
     if not all(torch.equal(x, y) for x, y in zip(tree.leaves(a), tree.leaves(b))):
         raise AssertionError("flat and per-tensor updates differ")
     fn = torch.compile(torch.func.vmap(lambda *xs: part(*xs, flat=layout == "flat")), fullgraph=True, dynamic=False)
-    r0, c0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    t = time.perf_counter()
+    c0, t = cpu_seconds(), time.perf_counter()
     fn(params, state, grads, ok)
-    wall = time.perf_counter() - t
-    r1, c1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = sum(getattr(e, f) - getattr(s, f) for s, e in ((r0, r1), (c0, c1)) for f in ("ru_utime", "ru_stime"))
+    wall, cpu = time.perf_counter() - t, cpu_seconds() - c0
     times = []
     for _ in range(runs):
         t = time.perf_counter()
@@ -82,12 +74,8 @@ def main(argv=None) -> int:
           f"optimizer part (update, finiteness check, commit)")
     print("| layout | compile wall s | compile CPU s | run ms |\n|---|---|---|---|")
     for layout in ("tree", "flat"):
-        with tempfile.TemporaryDirectory(prefix="fer-func-inductor-") as cache:
-            out = subprocess.run([sys.executable, "-m", "fer_func.bench.flat_update", "--child", layout, "--model",
-                                  args.model, "--k", str(args.k), "--rules", args.rules],
-                                 env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}, capture_output=True, text=True,
-                                 check=True).stdout
-        r = json.loads(out.strip().splitlines()[-1])
+        r = child_in_empty_cache("fer_func.bench.flat_update", "--child", layout, "--model", args.model, "--k",
+                                 str(args.k), "--rules", args.rules)
         print(f"| {'per tensor' if layout == 'tree' else 'flat'} | {r['compile_s']} | {r['compile_cpu_s']} | {r['run_ms']} |",
               flush=True)
     return 0

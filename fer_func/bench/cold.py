@@ -1,0 +1,36 @@
+"""What the cold-compile benchmarks share: the profile's ``--all`` variants, CPU seconds, a child over an empty cache.
+
+A cold compile is measured in a child process over an empty inductor cache, so neither this
+process's in-memory caches nor the machine's disk cache can answer: what a user's first run pays.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+
+
+def all_variants(profile: str) -> list:
+    """Every variant ``runner.py --all --seeds 1`` trains under ``profile``, from the project's experiments.toml."""
+    from fer_func.study import experiments
+    from fer_func.study.options import DEFAULT_EXPERIMENTS
+
+    return experiments.select(experiments.load(DEFAULT_EXPERIMENTS, profile), all=True)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process and its finished children (g++ runs in children)."""
+    return sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for field in ("ru_utime", "ru_stime"))
+
+
+def child_in_empty_cache(module: str, *args: str) -> dict:
+    """Run ``python -m module *args`` with an inductor cache of its own, deleted afterwards; its last stdout
+    line, parsed as JSON."""
+    with tempfile.TemporaryDirectory(prefix="fer-func-inductor-") as cache:
+        out = subprocess.run([sys.executable, "-m", module, *args], env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache},
+                             capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
