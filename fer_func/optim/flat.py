@@ -4,9 +4,9 @@ An optimizer is leafwise arithmetic, so it computes the same numbers on one conc
 as on the per-tensor tree. Inside a compiled step that matters for compile time: inductor writes
 C++ for every loop it generates, and a leafwise update over P tensors (times every rule of a
 mixed-optimizer population, times the commit/divergence ``where``) is P loops where the flat
-buffer is one. Measured on this 2-core box (docs/bench.md), the optimizer part of the
-regularized CNN's K=19, four-rule population compiled in 17 s of CPU instead of 59 s
-(``python -m fer_func.bench.flat_update`` repeats that A/B).
+buffer is one. Measured on this 2-core box with ``python -m fer_func.bench.flat_update``
+(docs/bench.md): the optimizer part of the regularized CNN's K=19, four-rule population compiled
+cold in 38 s of CPU (g++ included) instead of 64 s.
 
 :class:`Ravel` records a tree's keys and shapes; ``flat`` concatenates a params-keyed tree (or
 every params-keyed subtree of an optimizer state) into ``{FLAT: buffer}``, and ``unflat`` splits
