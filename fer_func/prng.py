@@ -82,7 +82,33 @@ def _eager_blocks(key: torch.Tensor, n: int):
     return torch.cat([p[0] for p in parts], dim=-1), torch.cat([p[1] for p in parts], dim=-1)
 
 
-_compiled_blocks = None
+_compiled_cipher = None
+
+
+def _cipher(rows: torch.Tensor, n: int, offset: torch.Tensor) -> torch.Tensor:
+    """Threefry of counters ``(0, offset[b] + i)`` for ``i < n`` under each row's key: ``(B, 2)``, ``(B,)`` -> ``(B, n, 2)``.
+
+    One compiled program for every opaque use (:func:`blocks_op` with offset 0, :func:`fold_op` with
+    the folded data as offset). Keys of any rank go in as one (B, 2) batch, with B and n both at
+    least 2, because dynamic shapes still specialise a size of 1 (and every new rank or
+    specialisation is another ~25 s compile on a cold cache). The inputs are fresh tensors, not
+    views (dynamo also guards on a view's base), made in inference mode, because their dispatch keys
+    are guarded too and differ between callers (eager, vmap, a compiled graph's runtime). No duck
+    sizing either: it would tie B to the word axis (both 2) or to n when they happen to match.
+    """
+    global _compiled_cipher
+    if _compiled_cipher is None:
+        _compiled_cipher = torch.compile(_batch_cipher, dynamic=True)
+    b, m = rows.shape[0], max(n, 2)
+    if b == 1:
+        rows, offset = rows.expand(2, 2), offset.expand(2)
+    with torch.inference_mode(), torch.fx.experimental._config.patch(use_duck_shape=False):
+        return _compiled_cipher(rows.clone(), m, offset.clone())[:b, :n]
+
+
+def _batch_cipher(words: torch.Tensor, n: int, offset: torch.Tensor) -> torch.Tensor:
+    lo = offset[:, None] + torch.arange(n, dtype=torch.int64, device=words.device)
+    return torch.stack(threefry2x32(words[:, None, :], torch.zeros_like(lo), lo), dim=-1)
 
 
 @torch.library.custom_op("fer_func::threefry_blocks", mutates_args=())
@@ -95,24 +121,9 @@ def blocks_op(key: torch.Tensor, n: int) -> torch.Tensor:
     (docs/results.md). As an opaque op it is compiled once, on its own, with dynamic sizes, and
     shared by every draw of every population; the numbers are the same integer arithmetic.
     """
-    global _compiled_blocks
-    if _compiled_blocks is None:
-        _compiled_blocks = torch.compile(_batch_blocks, dynamic=True)
-    # One compiled program for every use. Keys of any rank go in as one (B, 2) batch, with B and n
-    # both at least 2, because dynamic shapes still specialise a size of 1 (and every new rank or
-    # specialisation is another ~25 s compile on a cold cache). The input is a fresh tensor, not a
-    # view (dynamo also guards on a view's base), made in inference mode, because its dispatch keys
-    # are guarded too and differ between callers (eager, vmap, a compiled graph's runtime). No duck
-    # sizing either: it would tie B to the word axis (both 2) or to n when they happen to match.
     rows = key.reshape(-1, 2)
-    b, m = rows.shape[0], max(n, 2)
-    with torch.inference_mode(), torch.fx.experimental._config.patch(use_duck_shape=False):
-        words = _compiled_blocks((rows.expand(2, 2) if b == 1 else rows).clone(), m)[:b, :n]
+    words = _cipher(rows, n, torch.zeros(rows.shape[0], dtype=torch.int64, device=key.device))
     return words.reshape(*key.shape[:-1], n, 2).clone()  # a normal tensor again (autograd may save it)
-
-
-def _batch_blocks(words: torch.Tensor, n: int) -> torch.Tensor:
-    return torch.stack(_counter_blocks(words, n), dim=-1)
 
 
 @blocks_op.register_fake
@@ -128,6 +139,33 @@ def _(info, in_dims, key, n):
     return blocks_op(key.movedim(in_dims[0], 0), n), 0
 
 
+@torch.library.custom_op("fer_func::threefry_fold", mutates_args=())
+def fold_op(key: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
+    """:func:`fold_in` as an opaque op of compiled graphs: ``(..., 2)`` keys, ``(...)`` data -> ``(..., 2)``.
+
+    A population step folds its step counter into its noise key every micro-step; inlined, that
+    one cipher was a ~120-op kernel that inductor generated, vectorised and compiled in every
+    population's step (about 4 s of C++ generation of a regularized_cnn step's). Here it runs on
+    the cipher program :func:`blocks_op` already compiled, counter ``(0, data)``.
+    """
+    rows = key.reshape(-1, 2)
+    words = _cipher(rows, 1, data.reshape(-1))
+    return words.reshape(key.shape).clone()
+
+
+@fold_op.register_fake
+def _(key, data):
+    return torch.empty_like(key)
+
+
+@fold_op.register_vmap
+def _(info, in_dims, key, data):
+    # batch both inputs along a leading dimension of the same size, then fold elementwise
+    key = key.movedim(in_dims[0], 0) if in_dims[0] is not None else key.expand(info.batch_size, *key.shape)
+    data = data.movedim(in_dims[1], 0) if in_dims[1] is not None else data.expand(info.batch_size, *data.shape)
+    return fold_op(key, data), 0
+
+
 def split(key: torch.Tensor, num: int = 2) -> torch.Tensor:
     """``num`` independent child keys, shape ``(num, 2)``; unpack with ``a, b = split(key)``."""
     y0, y1 = _blocks(key, num)
@@ -137,6 +175,9 @@ def split(key: torch.Tensor, num: int = 2) -> torch.Tensor:
 def fold_in(key: torch.Tensor, data) -> torch.Tensor:
     """A new key that mixes ``data`` (a python int or an integer tensor in [0, 2**32)) into ``key``."""
     data = torch.as_tensor(data, dtype=torch.int64, device=key.device) & _MASK
+    if torch.compiler.is_compiling():  # opaque in compiled graphs (see fold_op)
+        key, data = torch.broadcast_tensors(key, data[..., None])
+        return fold_op(key.contiguous(), data[..., 0].contiguous())
     y0, y1 = threefry2x32(key, torch.zeros_like(data), data)
     return torch.stack([y0, y1], dim=-1)
 

@@ -134,9 +134,20 @@ def test_no_global_rng_in_library_code():
     assert not offenders, "global RNG in library code:\n" + "\n".join(offenders)
 
 
+def test_fold_in_of_a_tensor_counter_compiled_under_vmap_equals_eager():
+    # what a population step does every micro-step: fold each variant's step counter into its key
+    keys = torch.stack([prng.key(s) for s in (0, 1, 2**32 + 5, 7)])
+    steps = torch.tensor([0, 1, 2**32 - 1, 123456789])
+    fn = lambda k, s: prng.split(prng.fold_in(k, s), 3)
+    compiled = torch.compile(torch.func.vmap(fn), fullgraph=True)(keys, steps)
+    assert torch.equal(compiled, torch.stack([fn(k, s) for k, s in zip(keys, steps)]))
+    assert torch.equal(prng.fold_op(keys, steps), prng.fold_in(keys, steps))
+
+
 def test_threefry_op_compiles_once_for_every_key_rank_and_size():
     """Each compile of the opaque cipher costs ~25 s on a cold cache; keys of any rank, any batch
-    (including 1 and 2, which dynamic shapes would specialise or duck-size) and any n share one."""
+    (including 1 and 2, which dynamic shapes would specialise or duck-size) and any n share one,
+    and fold_in's opaque op (any counter) shares it too."""
     prng.blocks_op(torch.zeros(4, 2, dtype=torch.int64), 5)  # compiles (or finds the program compiled)
     with torch.compiler.set_stance("fail_on_recompile"):
         for shape, n in [((2,), 1), ((2,), 3), ((1, 2), 2), ((2, 2), 2), ((3, 2), 3), ((4, 3, 2), 7), ((5, 64, 2), 9)]:
@@ -144,3 +155,5 @@ def test_threefry_op_compiles_once_for_every_key_rank_and_size():
             out = prng.blocks_op(key, n)
             y0, y1 = prng._eager_blocks(key, n)
             assert torch.equal(out, torch.stack([y0, y1], dim=-1)), (shape, n)
+            data = torch.arange(math.prod(shape[:-1]), dtype=torch.int64).reshape(shape[:-1]) * 977 + n
+            assert torch.equal(prng.fold_op(key, data), prng.fold_in(key, data)), shape

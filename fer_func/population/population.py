@@ -22,6 +22,7 @@ from fer_func.config import VariantConfig
 from fer_func.data.augment import class_weights
 from fer_func.data.dataset import FERData
 from fer_func.optim import schedules
+from fer_func.optim.flat import FLAT, Ravel
 from fer_func.population.compiled import compile_options, compile_program
 from fer_func.population.evaluate import make_eval_chunk, per_class
 from fer_func.population import precision as precisions
@@ -123,7 +124,7 @@ class Population:
                  "diverged_step": torch.full((), -1, dtype=torch.int64, device=self.device),
                  "metrics": {"loss_sum": zero(), "correct": zero(), "count": zero()}}
         if self.plan.accumulate:
-            carry["grad_acc"] = tree.tree_map(torch.zeros_like, params)
+            carry["grad_acc"] = Ravel(params).flat(tree.tree_map(torch.zeros_like, params))  # {"flat": zeros}
             carry["micro"] = zero(torch.int64)
         as_t = lambda x, dt: torch.tensor(x, dtype=dt, device=self.device)
         dropout = {k: as_t(rate, self.dtype) for k, rate in dropout_rates(v, self.plan.varying_dropout)}
@@ -462,13 +463,23 @@ class Population:
         self.history = [{k: (np.asarray(v) if isinstance(v, list) else v) for k, v in r.items()} for r in sd["history"]]
         # the first step and eval after a resume compile again
         self.timing = {**{k: v for k, v in sd["timing"].items() if k != "eval_compile_s"}, "steps": 0}
-        self.carry = tree.to(sd["carry"], self.device)
+        self.carry = _flat_grad_acc(tree.to(sd["carry"], self.device))
         self.best = tree.to(sd["best"], self.device)
         if "early" in sd:
             self.since_gain = np.asarray(sd["early"]["since_gain"], dtype=np.int64)
             self.stopped_epoch = np.asarray(sd["early"]["stopped_epoch"], dtype=np.int64)
         if "hp" in sd:  # slots a search froze or refilled (older checkpoints rebuild hp from the variants)
             self.hp = tree.to(sd["hp"], self.device)
+
+
+def _flat_grad_acc(carry: dict) -> dict:
+    """A checkpoint's carry with the gradient accumulator in the step's flat layout (older
+    checkpoints, before 2026-12-02, kept it per tensor): one (K, P) buffer in the params' order."""
+    acc = carry.get("grad_acc")
+    if acc is None or set(acc) == {FLAT}:
+        return carry
+    k = carry["diverged"].shape[0]
+    return {**carry, "grad_acc": {FLAT: torch.cat([acc[name].reshape(k, -1) for name in carry["params"]], 1)}}
 
 
 _PROGRAMS: dict = {}

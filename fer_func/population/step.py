@@ -102,14 +102,14 @@ def make_train_step(plan: Plan, update, mean: float, std: float, dtype: torch.dt
 
         # From here to the commit the params, gradients and optimizer buffers are each one flat buffer
         # (optim.flat): the same leafwise arithmetic, a fraction of the compiled code. The carry keeps
-        # its per-tensor layout.
+        # its per-tensor layout, but for the gradient accumulator, which only this step reads.
         ravel = Ravel(params)
         flat_grads = ravel.flat(grads)
-        if plan.accumulate:
-            acc = tree.tree_map(torch.add, carry["grad_acc"], grads)
+        if plan.accumulate:  # the accumulator lives flat in the carry: one add, one select, not one per tensor
+            acc = tree.tree_map(torch.add, carry["grad_acc"], flat_grads)
             micro = carry["micro"] + 1
             is_update = micro == hp["n_micro"]
-            g = tree.tree_map(lambda a: a / hp["n_micro"].to(a.dtype), ravel.flat(acc))
+            g = tree.tree_map(lambda a: a / hp["n_micro"].to(a.dtype), acc)
         else:
             is_update = torch.ones((), dtype=torch.bool, device=loss.device)
             g = flat_grads
