@@ -6,7 +6,8 @@ Runs two child processes over one fresh inductor cache directory: the first comp
 population's training step and evaluation with nothing cached (a user's first run), the second
 finds them cached (any later run). Each child builds the populations of ``--all --seeds 1`` under
 the profile one after another, in one process as ``--all`` does, and times the first step and the
-first evaluation of each, which is where compilation happens. The data is the synthetic set at the
+first evaluation of each, which is where compilation happens. What a process compiles once (inductor's
+start, the shared random-number cipher) is timed first, in rows of its own. The data is the synthetic set at the
 profile's training-subset size (compile time does not depend on the pixel values).
 """
 from __future__ import annotations
@@ -35,6 +36,19 @@ def measure(profile: str) -> list[dict]:
     variants = all_variants(profile)
     data = fer_data.load("synthetic").limit_train(prof.train_limit)
     rows = []
+    # What a process compiles once, whichever population comes first: inductor's start (imports, the
+    # first g++ run, the precompiled header) and the random-number cipher every step's dropout and
+    # augmentation share (prng.blocks_op). Timed apart, so each population's row is its own graph.
+    from fer_func import prng
+    for name, once in (("process set-up (trivial program)",
+                        lambda: torch.compile(lambda t: torch.relu(t) * 2 + 1, fullgraph=True)(torch.ones(4, 16))),
+                       ("cipher program (prng, dynamic shapes)",
+                        lambda: prng.blocks_op(torch.zeros(4, 2, dtype=torch.int64), 5))):
+        t = time.perf_counter()
+        once()
+        rows.append({"model": name, "k": "", "experiments": ["once per process"],
+                     "step_compile_s": round(time.perf_counter() - t, 1), "eval_compile_s": ""})
+        print(json.dumps(rows[-1]), flush=True)
     for group in experiments.populations(variants):
         pop = Population(group, data, device="cpu", dtype=torch.float32)
         t = time.perf_counter()

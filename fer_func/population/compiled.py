@@ -15,6 +15,8 @@ import types
 
 import torch
 
+from fer_func.population import early_cpp
+
 
 def own_code(fn):
     """``fn`` with a private copy of its code object (same behaviour, closure, globals and attributes)."""
@@ -36,4 +38,6 @@ def compile_options(compile, cuda_graphs: bool = False) -> dict:
 
 def compile_program(fn, **options):
     """``torch.compile(fn, fullgraph=True, dynamic=False)`` with a dynamo cache private to this program."""
+    if options.get("backend", "inductor") == "inductor":
+        early_cpp.install()  # CPU kernels go to g++ as they are generated (early_cpp)
     return torch.compile(own_code(fn), **{"fullgraph": True, "dynamic": False, **options})
