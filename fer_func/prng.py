@@ -66,11 +66,6 @@ def _blocks(key: torch.Tensor, n: int):
     return _eager_blocks(key, n)
 
 
-def _counter_blocks(key: torch.Tensor, n: int):
-    lo = torch.arange(n, dtype=torch.int64, device=key.device)
-    return threefry2x32(key[..., None, :], torch.zeros_like(lo), lo)
-
-
 def _eager_blocks(key: torch.Tensor, n: int):
     def run(lo):
         return threefry2x32(key[..., None, :], torch.zeros_like(lo), lo)

@@ -27,10 +27,23 @@ def cpu_seconds() -> float:
                for field in ("ru_utime", "ru_stime"))
 
 
-def child_in_empty_cache(module: str, *args: str) -> dict:
-    """Run ``python -m module *args`` with an inductor cache of its own, deleted afterwards; its last stdout
-    line, parsed as JSON."""
+def start_inductor():
+    """Compile a trivial program: a process's one-off compile set-up (imports, inductor's start, its
+    first g++ run), paid here so that what is timed next is only its own graph."""
+    import torch
+
+    torch.compile(lambda t: torch.relu(t) * 2 + 1, fullgraph=True)(torch.linspace(-1, 1, 64).reshape(4, 16))
+
+
+def run_in_empty_cache(cmd: list[str], env: dict | None = None, cwd=None) -> dict:
+    """Run ``cmd`` with an inductor cache of its own (deleted afterwards) and ``env`` added to this
+    process's environment; its last stdout line, parsed as JSON."""
     with tempfile.TemporaryDirectory(prefix="fer-func-inductor-") as cache:
-        out = subprocess.run([sys.executable, "-m", module, *args], env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache},
+        out = subprocess.run(cmd, env={**os.environ, **(env or {}), "TORCHINDUCTOR_CACHE_DIR": cache}, cwd=cwd,
                              capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def child_in_empty_cache(module: str, *args: str) -> dict:
+    """Run ``python -m module *args`` over an empty inductor cache (:func:`run_in_empty_cache`)."""
+    return run_in_empty_cache([sys.executable, "-m", module, *args])

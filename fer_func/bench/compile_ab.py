@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +26,10 @@ def child(profile: str, model: str, index: int) -> dict:
 
     from fer_func import data as fer_data
     from fer_func import prng
-    from fer_func.bench.cold import all_variants, cpu_seconds
+    # The harness's helpers come from this file's own folder (the measuring tree; this file runs as a
+    # script, so that folder is first on sys.path), everything measured from the tree on PYTHONPATH,
+    # which may predate these helpers.
+    from cold import all_variants, cpu_seconds, start_inductor
     from fer_func.population import Population
     from fer_func.study import experiments
     from fer_func.study.options import DEFAULT_EXPERIMENTS
@@ -37,7 +38,7 @@ def child(profile: str, model: str, index: int) -> dict:
     prof = experiments.profile_of(DEFAULT_EXPERIMENTS, profile)
     pop = Population(group, fer_data.load("synthetic").limit_train(prof.train_limit), device="cpu",
                      dtype=torch.float32)
-    torch.compile(lambda t: torch.relu(t) * 2 + 1, fullgraph=True)(torch.linspace(-1, 1, 64).reshape(4, 16))
+    start_inductor()
     prng.blocks_op(torch.zeros(4, 2, dtype=torch.int64), 5)  # the cipher program: once per process, not this step's
     order = pop.epoch_order(0)
     c0, t0 = cpu_seconds(), time.perf_counter()
@@ -64,6 +65,9 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(child(args.profile, args.model, args.index)))
         return 0
+    # imported here, not at the top: the child runs this file under the tree being measured, which may predate it
+    from fer_func.bench.cold import run_in_empty_cache
+
     if not args.trees:
         p.error("--trees A B is required: two checkouts of the project to compare")
     for tree in args.trees:
@@ -75,14 +79,12 @@ def main(argv=None) -> int:
           f"profile), trees alternating; seconds wall (CPU incl. g++), final wait for g++")
     for round_ in range(args.repeat):
         for label, tree in zip("AB", args.trees):
-            with tempfile.TemporaryDirectory(prefix="fer-func-inductor-") as cache:
-                env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache,
-                       "PYTHONPATH": os.pathsep.join([str(tree.resolve()), os.environ.get("PYTHONPATH", "")])}
-                # this file run as a script, so the tree under test need not have it; its fer_func comes from PYTHONPATH
-                out = subprocess.run([sys.executable, __file__, "--child", "--profile",
-                                      args.profile, "--model", args.model, "--index", str(args.index)],
-                                     env=env, capture_output=True, text=True, check=True, cwd=tree).stdout
-            row = {"tree": label, "round": round_ + 1, **json.loads(out.strip().splitlines()[-1])}
+            # this file run as a script, so the tree under test need not have it; its fer_func comes from PYTHONPATH
+            result = run_in_empty_cache(
+                [sys.executable, __file__, "--child", "--profile", args.profile, "--model", args.model,
+                 "--index", str(args.index)],
+                env={"PYTHONPATH": os.pathsep.join([str(tree.resolve()), os.environ.get("PYTHONPATH", "")])}, cwd=tree)
+            row = {"tree": label, "round": round_ + 1, **result}
             rows.append(row)
             print(f"round {row['round']} {label} ({row['source']}, K={row['k']}): {row['compile_s']} s "
                   f"({row['compile_cpu_s']} CPU), g++ wait {row['gxx_wait_s']} s", flush=True)

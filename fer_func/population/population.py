@@ -478,8 +478,8 @@ def _flat_grad_acc(carry: dict) -> dict:
     acc = carry.get("grad_acc")
     if acc is None or set(acc) == {FLAT}:
         return carry
-    k = carry["diverged"].shape[0]
-    return {**carry, "grad_acc": {FLAT: torch.cat([acc[name].reshape(k, -1) for name in carry["params"]], 1)}}
+    ravel = Ravel(tree.index(carry["params"], 0))  # one variant's layout, as the step flattens it
+    return {**carry, "grad_acc": torch.func.vmap(ravel.flat)(acc)}
 
 
 _PROGRAMS: dict = {}
