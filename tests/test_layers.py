@@ -95,6 +95,27 @@ def test_max_pool_values_and_gradients_equal_aten_even_with_ties(shape, relu_fir
     assert torch.equal(y_ours, y_theirs) and torch.equal(ours.grad, theirs.grad)
 
 
+def test_max_pool_compiled_as_populations_compile_it_equals_aten_per_variant_even_with_ties():
+    # The population's CPU programs compile ATen's pooling with inductor's own lowering, in the graph's
+    # layout (population/compiled.py), vmapped over variants: values and gradients, ties included,
+    # must still be each variant's nn.MaxPool2d.
+    from torch.func import grad, vmap
+
+    from fer_func.population.compiled import compile_options, compile_program
+    k, shape = 3, (4, 5, 12, 12)
+    x = (randn(k, *shape) * 2).round() / 2  # many equal maxima per window
+    g = randn(k, 4, 5, 6, 6, seed=1)
+    loss = lambda t, gt: (layers.max_pool2d(torch.relu(t)) * gt).sum()
+    run = compile_program(vmap(lambda t, gt: (layers.max_pool2d(torch.relu(t)), grad(loss)(t, gt))),
+                          **compile_options(True, device_type="cpu"))
+    y, dx = run(x, g)
+    for i in range(k):
+        xi = x[i].clone().requires_grad_()
+        yi = nn.MaxPool2d(2)(torch.relu(xi))
+        (yi * g[i]).sum().backward()
+        assert torch.equal(y[i], yi) and torch.equal(dx[i], xi.grad)
+
+
 def test_max_pool_propagates_nan_like_aten():
     x = randn(1, 1, 4, 4)
     x[0, 0, 0, 1] = float("nan")

@@ -1,30 +1,23 @@
 """Pooling: non-overlapping 2x2 max pooling and global average pooling (no parameters).
 
-``max_pool2d`` picks each window's maximum with a chain of ``torch.where`` over the four strided
-views instead of calling ``F.max_pool2d``. Values and gradients are exactly ``nn.MaxPool2d(2)``'s
-(the gradient goes to the first maximum in row-major window order, as ATen's kernel does), but
-it is plain elementwise code: under ``torch.compile`` the forward and backward each fuse into one
-pass with their neighbours, where ATen's version stores int64 argmax indices (twice the bytes of
-the activation) and scatters the gradient back through them. On a compiled simple_cnn population
-on CPU the where-chain step took 363 ms against 428 ms with ATen's pooling (docs/bench.md).
+``max_pool2d`` is ATen's ``F.max_pool2d``, so values, NaN propagation and gradients (to the first
+maximum of each window) are ``nn.MaxPool2d(2)``'s by construction. It used to be a chain of
+``torch.where`` over the four strided views, which inductor fuses into its neighbours; but its
+backward, four strided ``slice_backward`` scatters, compiles to scalar C++ with an integer division
+per element. Once a population's CPU programs keep the graph's own layout (population/compiled.py),
+ATen's pooling is the faster of the two: the lr population's step (12 variants of the narrowed
+regularized CNN, 2-core CPU) took 390-450 ms with the where-chain and 260-330 ms with this, measured
+alternately (docs/bench.md). With inductor's channels-last layout the where-chain had been faster.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def max_pool2d(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, H // 2, W // 2), as ``nn.MaxPool2d(2)`` (odd edges are dropped)."""
-    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
-    views = [x[..., i:h:2, j:w:2] for i in (0, 1) for j in (0, 1)]  # window positions, row-major
-    with torch.no_grad():
-        top = torch.maximum(torch.maximum(views[0], views[1]), torch.maximum(views[2], views[3]))
-    # First maximum wins, as in ATen; a NaN anywhere in the window matches nothing and falls
-    # through to ``top`` (NaN), so a NaN still propagates to the loss and flags divergence.
-    out = top
-    for v in reversed(views):
-        out = torch.where(v.detach() == top, v, out)
-    return out
+    return F.max_pool2d(x, 2)
 
 
 def global_avg_pool(x: torch.Tensor) -> torch.Tensor:

@@ -27,13 +27,23 @@ def own_code(fn):
     return copy
 
 
-def compile_options(compile, cuda_graphs: bool = False) -> dict:
+def compile_options(compile, cuda_graphs: bool = False, device_type: str = "cpu") -> dict:
     """``torch.compile`` options for a population's ``compile`` setting: True is inductor, a string a
     dynamo backend ("aot_eager": dynamo's tracing and caching without inductor's code generation,
-    which tests use to build many populations fast); with CUDA graphs, inductor's reduce-overhead mode."""
+    which tests use to build many populations fast); with CUDA graphs, inductor's reduce-overhead mode.
+
+    On the CPU, inductor is told to keep the graph's own memory layout. By default it turns every
+    graph with an MKL-DNN convolution channels-last; a population's convolutions are grouped (one
+    group per variant) and narrow, and channels-last then costs a transpose between the convolutions'
+    layout and every per-variant tensor around them (BatchNorm statistics, dropout masks, pooling
+    indices). Measured on the lr population's step (12 variants, 2-core CPU): 400 ms channels-last,
+    280-320 ms in the graph's layout, the convolutions themselves 20% slower (docs/bench.md)."""
     if cuda_graphs:
         return {"mode": "reduce-overhead"}
-    return {"backend": compile if isinstance(compile, str) else "inductor"}
+    backend = compile if isinstance(compile, str) else "inductor"
+    if backend == "inductor" and device_type == "cpu":
+        return {"backend": backend, "options": {"layout_optimization": False}}
+    return {"backend": backend}
 
 
 def compile_program(fn, **options):

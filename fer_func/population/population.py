@@ -80,13 +80,13 @@ class Population:
         p = self.plan
         self._step, self._eval = _programs(p.model, p.micro_batch, p.accumulate, p.augment, p.varying_dropout, rules,
                                            dtype, mode, compile, eval_chunk, self.precision, self.cuda_graphs,
-                                           self.optimizers[0].update)
+                                           self.optimizers[0].update, self.device.type)
         self.eval_chunk_size = eval_chunk
         if self.folds is not None:
             self._fold_val = self.folds.val_split(self.train_x, self.train_y)
             self._fold_starts = torch.arange(0, self._fold_val[1].shape[1], eval_chunk, device=self.device)
             self._eval_folds = _fold_eval_program(p.model, dtype, mode, compile, eval_chunk, self.precision,
-                                                  self.cuda_graphs)
+                                                  self.cuda_graphs, self.device.type)
         self._js = torch.arange(self.plan.steps_per_epoch, device=self.device)
         # Chunk offsets and split sizes as device tensors made once: evaluation copies nothing from the host.
         self._eval_index = {split: (torch.arange(0, int(y.shape[0]), eval_chunk, device=self.device),
@@ -406,7 +406,7 @@ class Population:
         else:
             members = views.member_indices(members, k)  # a mistake fails here, before any evaluation
         run = views.program(self.model, MEAN, STD, self.dtype, self.eval_chunk_size, self.precision, tta,
-                            self.mode, self.compile)
+                            self.mode, self.compile, self.device.type)
         x, y = self.data.split(split)
         starts, n = self._eval_index[split]
         chunks = []
@@ -486,7 +486,7 @@ _PROGRAMS: dict = {}
 
 
 def _programs(model, micro_batch, accumulate, augment, varying_dropout, rules, dtype, mode, compile, eval_chunk,
-              precision, cuda_graphs, update):
+              precision, cuda_graphs, update, device_type):
     """The (compiled) step and eval functions, cached by static structure only.
 
     Populations that differ only in numbers (learning rates, seeds, schedules, batch sizes with the
@@ -495,17 +495,17 @@ def _programs(model, micro_batch, accumulate, augment, varying_dropout, rules, d
     optimizers with equal ``rules`` run the same code.
     """
     key = (model, micro_batch, accumulate, augment, varying_dropout, rules, dtype, mode, compile, eval_chunk, precision,
-           cuda_graphs)
+           cuda_graphs, device_type)
     if key not in _PROGRAMS:
         _PROGRAMS[key] = _build_programs(model, micro_batch, accumulate, augment, varying_dropout, dtype, mode, compile,
-                                         eval_chunk, precision, cuda_graphs, update)
+                                         eval_chunk, precision, cuda_graphs, update, device_type)
     return _PROGRAMS[key]
 
 
-def _fold_eval_program(model, dtype, mode, compile, eval_chunk, precision, cuda_graphs):
+def _fold_eval_program(model, dtype, mode, compile, eval_chunk, precision, cuda_graphs, device_type):
     """The eval program with per-variant images, labels and sizes (a cross-validation population's
     folds), cached like :func:`_programs`; in loop mode the plain per-variant eval serves."""
-    key = ("folds", model, dtype, mode, compile, eval_chunk, precision, cuda_graphs)
+    key = ("folds", model, dtype, mode, compile, eval_chunk, precision, cuda_graphs, device_type)
     if key not in _PROGRAMS:
         plan = Plan(model=model, micro_batch=1, steps_per_epoch=0, active_steps=(), accumulate=False, augment=None,
                     epochs=0, num_train=0)
@@ -513,13 +513,13 @@ def _fold_eval_program(model, dtype, mode, compile, eval_chunk, precision, cuda_
         if mode == "vmap":
             evalc = torch.func.vmap(evalc, in_dims=(0, 0, 0, 0, None, 0))
         if compile:
-            evalc = compile_program(evalc, **compile_options(compile, cuda_graphs))
+            evalc = compile_program(evalc, **compile_options(compile, cuda_graphs, device_type))
         _PROGRAMS[key] = evalc
     return _PROGRAMS[key]
 
 
 def _build_programs(model, micro_batch, accumulate, augment, varying_dropout, dtype, mode, compile, eval_chunk,
-                    precision, cuda_graphs, update):
+                    precision, cuda_graphs, update, device_type):
     plan = Plan(model=model, micro_batch=micro_batch, steps_per_epoch=0, active_steps=(), accumulate=accumulate,
                 augment=augment, epochs=0, num_train=0, varying_dropout=varying_dropout)
     step = make_train_step(plan, update, MEAN, STD, dtype, precision)
@@ -535,6 +535,6 @@ def _build_programs(model, micro_batch, accumulate, augment, varying_dropout, dt
 
         evalc = torch.func.vmap(evalc, in_dims=(0, 0, None, None, None, None))
     if compile:
-        options = compile_options(compile, cuda_graphs)
+        options = compile_options(compile, cuda_graphs, device_type)
         step, evalc = compile_program(step, **options), compile_program(evalc, **options)
     return step, evalc

@@ -1,6 +1,6 @@
 """Evaluation views beside the eval program: class probabilities, test-time augmentation (TTA), ensembles.
 
-    run = program(model, MEAN, STD, dtype, chunk, precision, tta, mode, compile)   # cached, like _programs
+    run = program(model, MEAN, STD, dtype, chunk, precision, tta, mode, compile, device_type)   # cached, like _programs
     p = run(params, model_state, images, start, n)      # (K, T, chunk, 7) in "vmap" mode
     acc, conf = accuracy(p[:, 0], labels), confusions(p[:, 0], labels)         # per variant, host side
     ens = ensemble(p[:, -1], labels, members=[0, 2])    # mean of those members' probabilities
@@ -90,17 +90,18 @@ def make_view_chunk(model, mean: float, std: float, dtype: torch.dtype, chunk: i
 _VIEW_PROGRAMS: dict = {}
 
 
-def program(model, mean: float, std: float, dtype: torch.dtype, chunk: int, precision: str, tta, mode: str, compile):
+def program(model, mean: float, std: float, dtype: torch.dtype, chunk: int, precision: str, tta, mode: str, compile,
+            device_type: str = "cpu"):
     """The (compiled) view program, cached by static structure only, as population._programs caches the
     step: populations of one architecture share it, and new parameters or splits of the same size never
     recompile. ``mode="vmap"`` maps it over the K axis of params and model_state."""
-    key = (model, mean, std, dtype, chunk, precision, check_tta(tta), mode, compile)
+    key = (model, mean, std, dtype, chunk, precision, check_tta(tta), mode, compile, device_type)
     if key not in _VIEW_PROGRAMS:
         fn = make_view_chunk(model, mean, std, dtype, chunk, precision, tta)
         if mode == "vmap":
             fn = torch.func.vmap(fn, in_dims=(0, 0, None, None, None))
         if compile:
-            fn = compile_program(fn, **compile_options(compile))
+            fn = compile_program(fn, **compile_options(compile, device_type=device_type))
         _VIEW_PROGRAMS[key] = fn
     return _VIEW_PROGRAMS[key]
 
