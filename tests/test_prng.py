@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fer_func import prng
+from fer_func.native import threefry as native_threefry
 
 
 def test_same_key_gives_bit_identical_draws():
@@ -144,10 +145,30 @@ def test_fold_in_of_a_tensor_counter_compiled_under_vmap_equals_eager():
     assert torch.equal(prng.fold_op(keys, steps), prng.fold_in(keys, steps))
 
 
-def test_threefry_op_compiles_once_for_every_key_rank_and_size():
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_native_cipher_equals_the_torch_cipher_bit_for_bit(threads):
+    """The C++ kernel (fer_func/native) against the torch ops it replaces on CPU: extreme keys,
+    counters that wrap past 2**32, rows split between threads mid-row, empty and one-block draws."""
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.cat([torch.tensor([[0, 0], [2**32 - 1, 2**32 - 1], [0x1BD11BDA, 0]]),
+                      torch.randint(0, 2**32, (4, 2), generator=gen)])
+    offset = torch.tensor([0, 2**32 - 3, 5, 2**31, 123, 2**32 - 1, 77])
+    for n in (0, 1, 2, 7, 5001):
+        native = native_threefry.blocks(rows, n, offset, threads=threads)
+        lo = offset[:, None] + torch.arange(n)
+        y0, y1 = prng.threefry2x32(rows[:, None, :], torch.zeros_like(lo), lo)
+        assert native is not None, "the native kernel did not build on this machine"
+        assert torch.equal(native, torch.stack([y0, y1], dim=-1)), n
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "inductor"])
+def test_threefry_op_compiles_once_for_every_key_rank_and_size(native, monkeypatch):
     """Each compile of the opaque cipher costs ~25 s on a cold cache; keys of any rank, any batch
     (including 1 and 2, which dynamic shapes would specialise or duck-size) and any n share one,
-    and fold_in's opaque op (any counter) shares it too."""
+    and fold_in's opaque op (any counter) shares it too. On CPU the op runs the native kernel; the
+    compiled torch cipher (CUDA's, and CPU's where no compiler builds the kernel) is tested too."""
+    if not native:
+        monkeypatch.setattr(native_threefry, "blocks", lambda *args, **kwargs: None)
     prng.blocks_op(torch.zeros(4, 2, dtype=torch.int64), 5)  # compiles (or finds the program compiled)
     with torch.compiler.set_stance("fail_on_recompile"):
         for shape, n in [((2,), 1), ((2,), 3), ((1, 2), 2), ((2, 2), 2), ((3, 2), 3), ((4, 3, 2), 7), ((5, 64, 2), 9)]:
