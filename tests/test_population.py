@@ -380,3 +380,21 @@ def test_vectorized_init_equals_one_variant_at_a_time(model):
     for (p1, s1), (p2, s2) in zip(pop._init_models(vectorized=True), pop._init_models(vectorized=False)):
         assert all(torch.equal(a, b) for a, b in zip(tree.leaves((p1, s1)), tree.leaves((p2, s2))))
         assert tree.leaves(p1)
+
+
+@pytest.mark.parametrize("batch_sizes", [(16, 16, 16, 16), (16, 32, 16, 32)], ids=["plain", "accumulating"])
+def test_flat_and_per_tensor_optimizer_layouts_train_the_same_numbers(batch_sizes, monkeypatch):
+    """optim.flat.layout picks one flat buffer or the per-tensor tree for the step's optimizer part by
+    the model's tensor count; the choice is about speed only. Every rule, schedule and (with mixed batch
+    sizes) the flat gradient accumulator, trained both ways: the same numbers."""
+    from fer_func.optim import flat
+    data = random_data()
+    variants = [v.replace(batch_size=b) for v, b in zip(mixed_variants(), batch_sizes)]
+    runs = {}
+    for name, threshold in (("flat", 1), ("per_tensor", 10**6)):
+        monkeypatch.setattr(flat, "MIN_FLAT_TENSORS", threshold)
+        runs[name], _ = train(variants, data, micro_batch=16)
+        chosen = flat.layout(runs[name].member(0)["params"])
+        assert isinstance(chosen, flat.Ravel if name == "flat" else flat.PerTensor), name
+    for i in range(len(variants)):
+        assert_same_member(runs["flat"], i, runs["per_tensor"], i)

@@ -12,12 +12,23 @@ cold in 38 s of CPU (g++ included) instead of 64 s.
 every params-keyed subtree of an optimizer state) into ``{FLAT: buffer}``, and ``unflat`` splits
 it back into tensors of the recorded shapes. The carry keeps its per-tensor layout: only the
 step's arithmetic is flat.
+
+The flat buffer is not free at run time: concatenating the params, gradients and both Adam moments
+and splitting the results back is about three times the update's own memory traffic. That is noise
+for a model of many small tensors (the regularized CNN: ~30 tensors, 0.17 M parameters per variant)
+and most of the step for one of a few large ones: the mlp's K=4 population (8 tensors, 1.35 M
+parameters each) stepped in 33-40 ms flat and 18-22 ms per tensor, alternating (docs/bench.md).
+:func:`layout` picks per model: flat only where there are enough tensors for it to save compiled code.
 """
 from __future__ import annotations
 
 import torch
 
 FLAT = "flat"
+# Flat from this many parameter tensors up. Below it the per-tensor update is a few loops anyway
+# (mlp 8, simple_cnn 10, tiny_cnn 4 tensors), above it the tensors are small (large_cnn's K=4 step
+# measured the same either way, 165-173 vs 170-181 ms) and the compile saving is what matters.
+MIN_FLAT_TENSORS = 12
 
 
 class Ravel:
@@ -51,3 +62,21 @@ class Ravel:
         if isinstance(like, dict):
             return {k: self.unflat(node[k], like[k]) for k in like}
         return node
+
+
+class PerTensor:
+    """The identity layout: :meth:`Ravel.flat` and :meth:`Ravel.unflat` that leave the tree as it is."""
+
+    @staticmethod
+    def flat(node):
+        return node
+
+    @staticmethod
+    def unflat(node, like):
+        return node
+
+
+def layout(params: dict):
+    """The layout the step's optimizer part works in: a :class:`Ravel` (one flat buffer) for models of
+    ``MIN_FLAT_TENSORS`` parameter tensors or more, :class:`PerTensor` below (see the module's note)."""
+    return Ravel(params) if len(params) >= MIN_FLAT_TENSORS else PerTensor()

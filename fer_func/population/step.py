@@ -26,7 +26,7 @@ from torch.func import grad_and_value
 from fer_func import optim, prng, tree
 from fer_func.data.augment import augment, cutmix, mixup
 from fer_func.optim import schedules
-from fer_func.optim.flat import Ravel
+from fer_func.optim.flat import Ravel, layout
 from fer_func.population.plan import Plan
 from fer_func.population.precision import autocast
 
@@ -101,30 +101,33 @@ def make_train_step(plan: Plan, update, mean: float, std: float, dtype: torch.dt
             params, carry["model_state"], x, target, weight, drop_key, hp["dropout"])
 
         # From here to the commit the params, gradients and optimizer buffers are each one flat buffer
-        # (optim.flat): the same leafwise arithmetic, a fraction of the compiled code. The carry keeps
-        # its per-tensor layout, but for the gradient accumulator, which only this step reads.
-        ravel = Ravel(params)
-        flat_grads = ravel.flat(grads)
+        # for models of many tensors (optim.flat.layout): the same leafwise arithmetic, a fraction of
+        # the compiled code. The carry keeps its per-tensor layout, but for the gradient accumulator,
+        # which only this step reads and which is always flat.
+        lay = layout(params)
+        step_grads = lay.flat(grads)
         if plan.accumulate:  # the accumulator lives flat in the carry: one add, one select, not one per tensor
-            acc = tree.tree_map(torch.add, carry["grad_acc"], flat_grads)
+            ravel = Ravel(params)
+            acc = tree.tree_map(torch.add, carry["grad_acc"], ravel.flat(grads))
             micro = carry["micro"] + 1
             is_update = micro == hp["n_micro"]
-            g = tree.tree_map(lambda a: a / hp["n_micro"].to(a.dtype), acc)
+            avg = tree.tree_map(lambda a: a / hp["n_micro"].to(a.dtype), acc)
+            g = avg if isinstance(lay, Ravel) else ravel.unflat(avg, params)
         else:
             is_update = torch.ones((), dtype=torch.bool, device=loss.device)
-            g = flat_grads
+            g = step_grads
 
-        flat_params, old_opt_state = ravel.flat(params), ravel.flat(carry["opt_state"])
+        flat_params, old_opt_state = lay.flat(params), lay.flat(carry["opt_state"])
         opt_state = optim.with_hparams(old_opt_state, lr=schedules.lr(carry["sched"]))
         updates, new_opt_state = update(g, opt_state, flat_params)
         new_params = optim.apply_updates(flat_params, updates)
 
-        finite = torch.isfinite(loss) & all_finite(flat_grads)
+        finite = torch.isfinite(loss) & all_finite(step_grads)
         ok = active & finite
         commit = ok & is_update
         out = dict(carry)
-        out["params"] = ravel.unflat(tree.where(commit, new_params, flat_params), params)
-        out["opt_state"] = ravel.unflat(tree.where(commit, new_opt_state, old_opt_state), carry["opt_state"])
+        out["params"] = lay.unflat(tree.where(commit, new_params, flat_params), params)
+        out["opt_state"] = lay.unflat(tree.where(commit, new_opt_state, old_opt_state), carry["opt_state"])
         out["sched"] = tree.where(commit, schedules.after_step(carry["sched"]), carry["sched"])
         out["model_state"] = tree.where(ok, new_model_state, carry["model_state"])
         if plan.accumulate:
