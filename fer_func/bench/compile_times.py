@@ -38,7 +38,9 @@ def measure(profile: str) -> list[dict]:
     rows = []
     # What a process compiles once, whichever population comes first: inductor's start (imports, the
     # first g++ run, the precompiled header) and the random-number cipher every step's dropout and
-    # augmentation share (prng.blocks_op). Timed apart, so each population's row is its own graph.
+    # augmentation share (prng.blocks_op; on CPU a native kernel since 2026-12-03, built once per
+    # machine in well under a second, so its row is ~0 there). Timed apart, so each population's row
+    # is its own graph.
     from fer_func import prng
     for name, once in (("process set-up (trivial program)", start_inductor),
                        ("cipher program (prng, dynamic shapes)",
