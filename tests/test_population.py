@@ -200,10 +200,23 @@ def test_best_epoch_params_are_kept_and_finish_reports_metrics():
     best_epoch = val.argmax(0)  # first maximum, as the engine only replaces on strict improvement
     assert pop.best["epoch"].tolist() == best_epoch.tolist()
     final = pop.finish()
+    # finish() takes the best networks' validation accuracy from the epoch that kept them instead of
+    # evaluating them again: exactly what evaluating them again gives.
+    again = pop.evaluate("val", pop.best["params"], pop.best["model_state"])["acc"]
     for i, f in enumerate(final):
         torch.testing.assert_close(f["val_acc"], float(val[best_epoch[i], i]))
+        assert f["val_acc"] == float(again[i])
         assert sum(map(sum, f["confusion"])) == 40
         assert len(f["per_class"]["f1"]) == 7
+
+
+def test_finish_evaluates_a_slot_that_never_kept_a_network():
+    data = random_data()
+    pop, _ = train(mixed_variants(), data, epochs=1)
+    pop.assign(1, mixed_variants()[1])  # a fresh slot: no best network yet (val_acc -1) until its first epoch
+    final = pop.finish()
+    again = pop.evaluate("val", pop.best["params"], pop.best["model_state"])["acc"]
+    assert [f["val_acc"] for f in final] == [float(a) for a in again]
 
 
 def test_checkpoint_resume_equals_uninterrupted():
