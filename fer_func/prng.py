@@ -88,8 +88,9 @@ def _cipher(rows: torch.Tensor, n: int, offset: torch.Tensor) -> torch.Tensor:
     Every opaque use (:func:`blocks_op` with offset 0, :func:`fold_op` with the folded data as offset)
     comes here. On CPU it is the native kernel (fer_func/native: uint32 lanes, bit-identical, ~40x
     faster than inductor's int64 code for it, and nothing to compile); elsewhere, or where no C++
-    compiler builds that kernel, it is one compiled program for every use. Keys of any rank go in as one (B, 2) batch, with B and n both at
-    least 2, because dynamic shapes still specialise a size of 1 (and every new rank or
+    compiler builds that kernel, it is one compiled program for every use. Keys of any rank go in as
+    one (B, 2) batch, with B and n both at least 2, because dynamic shapes still specialise a size of
+    1 (and every new rank or
     specialisation is another ~25 s compile on a cold cache). The inputs are fresh tensors, not
     views (dynamo also guards on a view's base), made in inference mode, because their dispatch keys
     are guarded too and differ between callers (eager, vmap, a compiled graph's runtime). No duck

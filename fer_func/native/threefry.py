@@ -42,12 +42,14 @@ def _cpu_flags() -> str:
 
 
 def _build() -> Path:
+    from fer_func.data import cache  # here, not at the top: fer_func.data imports prng, which imports this module
+
     compiler = os.environ.get("CXX", "g++")
     ident = hashlib.sha1("\n".join([_SOURCE.read_text(), compiler, *_FLAGS, platform.machine(), _cpu_flags()]).encode())
-    root = Path(os.environ.get("FER_FUNC_CACHE") or Path.home() / ".cache" / "fer_func") / "native"
-    lib = root / f"threefry-{ident.hexdigest()[:16]}.so"
+    lib = cache.cache_path(None, f"native/threefry-{ident.hexdigest()[:16]}.so")
     if lib.exists():
         return lib
+    root = lib.parent
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as tmp:  # built aside, then renamed: concurrent builders are safe
         out = Path(tmp) / lib.name

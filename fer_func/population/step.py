@@ -107,12 +107,13 @@ def make_train_step(plan: Plan, update, mean: float, std: float, dtype: torch.dt
         lay = layout(params)
         step_grads = lay.flat(grads)
         if plan.accumulate:  # the accumulator lives flat in the carry: one add, one select, not one per tensor
-            ravel = Ravel(params)
-            acc = tree.tree_map(torch.add, carry["grad_acc"], ravel.flat(grads))
+            flat = isinstance(lay, Ravel)
+            ravel = lay if flat else Ravel(params)
+            acc = tree.tree_map(torch.add, carry["grad_acc"], step_grads if flat else ravel.flat(grads))
             micro = carry["micro"] + 1
             is_update = micro == hp["n_micro"]
             avg = tree.tree_map(lambda a: a / hp["n_micro"].to(a.dtype), acc)
-            g = avg if isinstance(lay, Ravel) else ravel.unflat(avg, params)
+            g = avg if flat else ravel.unflat(avg, params)
         else:
             is_update = torch.ones((), dtype=torch.bool, device=loss.device)
             g = step_grads
