@@ -15,9 +15,10 @@ step's arithmetic is flat.
 
 The flat buffer is not free at run time: concatenating the params, gradients and both Adam moments
 and splitting the results back is about three times the update's own memory traffic. That is noise
-for a model of many small tensors (the regularized CNN: ~30 tensors, 0.17 M parameters per variant)
-and most of the step for one of a few large ones: the mlp's K=4 population (8 tensors, 1.35 M
-parameters each) stepped in 33-40 ms flat and 18-22 ms per tensor, alternating (docs/bench.md).
+for a model of many small tensors (the cpu profile's regularized CNN: 16 tensors, 0.17 M parameters
+per variant) and most of the step for one of a few large ones: the mlp's K=4 population (8 tensors,
+1.35 M parameters per variant) stepped in 33-40 ms flat and 18-22 ms per tensor, alternating
+(docs/bench.md).
 :func:`layout` picks per model: flat only where there are enough tensors for it to save compiled code.
 """
 from __future__ import annotations
