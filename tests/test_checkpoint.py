@@ -75,3 +75,35 @@ def test_load_refuses_code_and_missing_files(tmp_path):
         checkpoint.load(path)
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         checkpoint.load(tmp_path / "nope.pt")
+
+
+def test_background_saver_writes_the_state_as_it_was_when_saved(tmp_path):
+    """The trainer replaces the payload's entries right after saving; the file still holds the saved epoch."""
+    path = tmp_path / "ckpt.pt"
+    with checkpoint.BackgroundSaver() as saver:
+        for scale in (1, 2, 3):
+            state = payload(scale)
+            saver.save(path, state)
+            state["params"]["fc.weight"] = torch.zeros(1)  # what the next epoch does to the live state
+            state["opt"]["mu"].append(torch.zeros(1))
+            state["epoch"] = -1
+    assert_payload(checkpoint.load(path), 3)  # the last one, whole; the with block waited for it
+    assert os.listdir(tmp_path) == ["ckpt.pt"]
+
+
+def test_background_saver_reports_a_failed_write_and_keeps_the_old_checkpoint(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    saver = checkpoint.BackgroundSaver()
+    saver.save(path, payload(1))
+    saver.save(path, {**payload(2), "bad": Bomb()})  # waits for the first, then fails on its thread
+    with pytest.raises(RuntimeError, match="disk full"):
+        saver.wait()
+    saver.wait()  # reported once
+    assert_payload(checkpoint.load(path), 1)
+    assert os.listdir(tmp_path) == ["ckpt.pt"]
+    # A training error wins over a write error, and the write is still finished first.
+    with pytest.raises(ValueError, match="training failed"):
+        with checkpoint.BackgroundSaver() as saver:
+            saver.save(path, payload(4))
+            raise ValueError("training failed")
+    assert_payload(checkpoint.load(path), 4)

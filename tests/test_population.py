@@ -411,3 +411,20 @@ def test_flat_and_per_tensor_optimizer_layouts_train_the_same_numbers(batch_size
         assert isinstance(chosen, flat.Ravel if name == "flat" else flat.PerTensor), name
     for i in range(len(variants)):
         assert_same_member(runs["flat"], i, runs["per_tensor"], i)
+
+
+def test_evaluation_chunks_split_the_data_evenly_and_change_no_result():
+    from fer_func.population.population import even_chunk
+    # FER2013's 3,589 validation images: 8 chunks of 456 (3,648 evaluated) instead of 8 of 512 (4,096).
+    assert even_chunk([3589, 3589]) == 456 and 8 * 456 >= 3589
+    assert even_chunk([40]) == 40 and even_chunk([512]) == 512 and even_chunk([513]) == 264
+    assert even_chunk([28709]) == 504 and -(-28709 // 504) == -(-28709 // 512)  # never more chunks
+    data = random_data(n_eval=45)
+    pop, _ = train(mixed_variants(), data, epochs=1)
+    assert pop.eval_chunk_size == 48  # one chunk of 48 (45 rounded up to a multiple of 8), not one of 512
+    chunked = Population(mixed_variants(), data, dtype=F64, compile=False, eval_chunk=16)  # 3 chunks
+    for split in ("val", "test"):
+        a = pop.evaluate(split)
+        b = chunked.evaluate(split, pop.carry["params"], pop.carry["model_state"])
+        assert np.array_equal(a["confusion"], b["confusion"]) and np.array_equal(a["acc"], b["acc"])
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-12)

@@ -43,7 +43,7 @@ def sample_mean_class_weights(labels: torch.Tensor) -> torch.Tensor:
 
 class Population:
     def __init__(self, variants: list[VariantConfig], data: FERData, *, device="cpu", dtype=torch.float32,
-                 compile: bool | str = True, mode: str = "vmap", eval_chunk: int = 512, micro_batch: int | None = None,
+                 compile: bool | str = True, mode: str = "vmap", eval_chunk: int | None = None, micro_batch: int | None = None,
                  precision: str = "fp32", cuda_graphs: bool = False, room: list[VariantConfig] = ()):
         if mode not in ("vmap", "loop"):
             raise ValueError(f"mode = {mode!r}: must be 'vmap' or 'loop'")
@@ -76,6 +76,11 @@ class Population:
         self.history: list[dict] = []
         self.timing = {"compile_s": 0.0, "step_s": 0.0, "steps": 0}
         self._build_state()
+        if self.folds is not None:
+            self._fold_val = self.folds.val_split(self.train_x, self.train_y)
+        if eval_chunk is None:  # the evaluated splits in equal chunks: 3,589 images are 8 x 456, not 8 x 512
+            sizes = [int(self.data.labels[s].shape[0]) for s in ("val", "test") if s in self.data.labels]
+            eval_chunk = even_chunk(sizes + ([int(self._fold_val[1].shape[1])] if self.folds is not None else []))
         rules = tuple(dict.fromkeys(c.rule for c in self._rule_configs))
         p = self.plan
         self._step, self._eval = _programs(p.model, p.micro_batch, p.accumulate, p.augment, p.varying_dropout, rules,
@@ -83,7 +88,6 @@ class Population:
                                            self.optimizers[0].update, self.device.type)
         self.eval_chunk_size = eval_chunk
         if self.folds is not None:
-            self._fold_val = self.folds.val_split(self.train_x, self.train_y)
             self._fold_starts = torch.arange(0, self._fold_val[1].shape[1], eval_chunk, device=self.device)
             self._eval_folds = _fold_eval_program(p.model, dtype, mode, compile, eval_chunk, self.precision,
                                                   self.cuda_graphs, self.device.type)
@@ -488,6 +492,20 @@ def _flat_grad_acc(carry: dict) -> dict:
 
 
 _PROGRAMS: dict = {}
+
+EVAL_CHUNK = 512  # images per evaluation call, at most: bounds the activations an evaluation holds
+
+
+def even_chunk(sizes: list[int], most: int = EVAL_CHUNK, multiple: int = 8) -> int:
+    """The evaluation chunk for splits of ``sizes``: as many chunks as ``most`` needs for the largest,
+    each as equal as a ``multiple`` of 8 images allows. The last chunk is padded (and masked), so a
+    fixed 512 evaluated FER2013's 3,589 validation images as 4,096, 12% of every pass wasted; 456
+    evaluates 3,648."""
+    n = max(sizes, default=most)
+    if n <= 0:
+        return most
+    pieces = -(-n // most)
+    return min(most, -(-(-(-n // pieces)) // multiple) * multiple)
 
 
 def _programs(model, micro_batch, accumulate, augment, varying_dropout, rules, dtype, mode, compile, eval_chunk,

@@ -8,6 +8,7 @@ leaves the old checkpoint untouched.
 from __future__ import annotations
 
 import os
+import threading
 import tempfile
 from pathlib import Path
 
@@ -60,3 +61,68 @@ def _fsync_dir(directory: Path):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class BackgroundSaver:
+    """:func:`save` on a thread of its own, so training goes on while a checkpoint is written.
+
+    Each epoch's checkpoint is written while the next epoch trains: on this 2-core CPU a 4-variant
+    MLP's (params, Adam moments, best params: ~86 MB) took ~0.3 s of an epoch's ~1.8 s. At most one
+    write is in flight: ``save`` first waits for the previous one, so checkpoints land in order and
+    every file is still whole (the write is :func:`save`'s). ``wait()`` (and leaving the ``with``
+    block, exception or not) returns once the last one is on disk, and re-raises a write's error.
+
+    The payload's tensors are not copied: the training state is functional (every step returns new
+    tensors and never writes into the old ones), so a reference taken at the epoch's end keeps that
+    epoch's values. Its containers (dicts, lists) are copied, since the population replaces their
+    entries as it trains.
+    """
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, path, payload) -> None:
+        self.wait()
+        snapshot = _containers_copied(payload)
+
+        def write():
+            try:
+                save(path, snapshot)
+            except BaseException as e:  # re-raised in the training thread by wait()
+                self._error = e
+
+        self._thread = threading.Thread(target=write, name=f"checkpoint {Path(path).name}", daemon=False)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        if kind is None:
+            self.wait()
+        else:  # the training failed: finish the write, but let the training's exception through
+            try:
+                self.wait()
+            except Exception:
+                pass
+        return False
+
+
+def _containers_copied(obj):
+    if isinstance(obj, dict):
+        return {k: _containers_copied(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_containers_copied(v) for v in obj]
+    if isinstance(obj, tuple):
+        items = [_containers_copied(v) for v in obj]
+        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
+    return obj

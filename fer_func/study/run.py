@@ -214,7 +214,8 @@ def train_population(group, g: int, n_groups: int, data, options: RunOptions, de
         pop.load_state_dict(checkpoint.load(ckpt, map_location=device))
         for e in pop.history:  # replay the finished epochs into the report and W&B
             on_epoch(e)
-    _train(pop, group, g, n_groups, stop, ckpt, run_dir, on_epoch, progress_bar)
+    with checkpoint.BackgroundSaver() as saver:  # each epoch's checkpoint is written while the next trains
+        _train(pop, group, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progress_bar)
     finals = [{**{k: final[k] for k in ("train_acc", "val_acc", "test_acc", "best_epoch", "gap", "per_class",
                                        "confusion", "stopped_epoch")}, "diverged": final["diverged"]}
               for final in pop.finish()]
@@ -241,7 +242,7 @@ def _gather(outcome: dict, group, entries: dict, store: dict, results: dict) -> 
     results["populations"][outcome["g"]].update(timing, **outcome.get("placement", {}))
 
 
-def _train(pop, group, g, n_groups, stop, ckpt, run_dir, on_epoch, progress_bar):
+def _train(pop, group, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progress_bar):
     plan = pop.plan
     while pop.epoch < plan.epochs and not pop.all_stopped:  # every variant stopped early: the population ends
         desc = f"pop {g + 1}/{n_groups} {plan.model.name} K={len(group)} epoch {pop.epoch + 1}/{plan.epochs}"
@@ -255,14 +256,15 @@ def _train(pop, group, g, n_groups, stop, ckpt, run_dir, on_epoch, progress_bar)
                 bar.update(done - bar.n)
 
             record = pop.train_epoch(progress=progress, stop=stop)
-            if record is None:  # Ctrl-C mid-epoch
+            if record is None:  # Ctrl-C mid-epoch: this checkpoint is on disk before the run says so
+                saver.wait()
                 checkpoint.save(ckpt, pop.state_dict())
                 raise Interrupted.at(run_dir)
             best = float(record["val_acc"].max())
             samples = plan.micro_batch * plan.steps_per_epoch * len(group)
             bar.set_postfix_str(f"compile {pop.timing['compile_s']:.1f}s, {samples / record['epoch_s']:.0f} "
                                 f"variant-samples/s, best val {100 * best:.1f}%")
-        checkpoint.save(ckpt, pop.state_dict())
+        saver.save(ckpt, pop.state_dict())
         on_epoch(record)
         if stop():
             raise Interrupted.at(run_dir)
