@@ -16,6 +16,7 @@ import types
 import torch
 
 from fer_func.population import early_cpp
+from fer_func.population.precompiled import Precompiled
 
 
 def own_code(fn):
@@ -46,8 +47,15 @@ def compile_options(compile, cuda_graphs: bool = False, device_type: str = "cpu"
     return {"backend": backend}
 
 
-def compile_program(fn, **options):
-    """``torch.compile(fn, fullgraph=True, dynamic=False)`` with a dynamo cache private to this program."""
-    if options.get("backend", "inductor") == "inductor":
+def compile_program(fn, key=None, **options):
+    """``torch.compile(fn, fullgraph=True, dynamic=False)`` with a dynamo cache private to this program.
+
+    With a ``key`` (the program's static structure) an inductor program is compiled ahead of time
+    and saved, so later processes load it instead of tracing it again (precompiled.py); CUDA graphs
+    (``mode="reduce-overhead"``) keep the ordinary path."""
+    inductor = options.get("backend", "inductor") == "inductor"
+    if inductor:
         early_cpp.install()  # CPU kernels go to g++ as they are generated (early_cpp)
+    if inductor and key is not None and "mode" not in options and hasattr(torch.compiler, "load_compiled_function"):
+        return Precompiled(own_code(fn), options, repr(key))
     return torch.compile(own_code(fn), **{"fullgraph": True, "dynamic": False, **options})

@@ -521,7 +521,7 @@ def _programs(model, micro_batch, accumulate, augment, varying_dropout, rules, d
            cuda_graphs, device_type)
     if key not in _PROGRAMS:
         _PROGRAMS[key] = _build_programs(model, micro_batch, accumulate, augment, varying_dropout, dtype, mode, compile,
-                                         eval_chunk, precision, cuda_graphs, update, device_type)
+                                         eval_chunk, precision, cuda_graphs, update, device_type, key)
     return _PROGRAMS[key]
 
 
@@ -536,13 +536,13 @@ def _fold_eval_program(model, dtype, mode, compile, eval_chunk, precision, cuda_
         if mode == "vmap":
             evalc = torch.func.vmap(evalc, in_dims=(0, 0, 0, 0, None, 0))
         if compile:
-            evalc = compile_program(evalc, **compile_options(compile, cuda_graphs, device_type))
+            evalc = compile_program(evalc, key, **compile_options(compile, cuda_graphs, device_type))
         _PROGRAMS[key] = evalc
     return _PROGRAMS[key]
 
 
 def _build_programs(model, micro_batch, accumulate, augment, varying_dropout, dtype, mode, compile, eval_chunk,
-                    precision, cuda_graphs, update, device_type):
+                    precision, cuda_graphs, update, device_type, key=None):
     plan = Plan(model=model, micro_batch=micro_batch, steps_per_epoch=0, active_steps=(), accumulate=accumulate,
                 augment=augment, epochs=0, num_train=0, varying_dropout=varying_dropout)
     step = make_train_step(plan, update, MEAN, STD, dtype, precision)
@@ -559,5 +559,6 @@ def _build_programs(model, micro_batch, accumulate, augment, varying_dropout, dt
         evalc = torch.func.vmap(evalc, in_dims=(0, 0, None, None, None, None))
     if compile:
         options = compile_options(compile, cuda_graphs, device_type)
-        step, evalc = compile_program(step, **options), compile_program(evalc, **options)
+        step, evalc = (compile_program(step, key and ("step", *key), **options),
+                       compile_program(evalc, key and ("eval", *key), **options))
     return step, evalc

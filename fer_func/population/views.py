@@ -101,7 +101,7 @@ def program(model, mean: float, std: float, dtype: torch.dtype, chunk: int, prec
         if mode == "vmap":
             fn = torch.func.vmap(fn, in_dims=(0, 0, None, None, None))
         if compile:
-            fn = compile_program(fn, **compile_options(compile, device_type=device_type))
+            fn = compile_program(fn, ("view", *key), **compile_options(compile, device_type=device_type))
         _VIEW_PROGRAMS[key] = fn
     return _VIEW_PROGRAMS[key]
 
