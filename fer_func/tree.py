@@ -23,6 +23,11 @@ def leaves(tree: Tree) -> list:
     return pytree.tree_leaves(tree)
 
 
+def flatten(tree: Tree) -> tuple[list, Any]:
+    """The leaves and the structure (its ``str`` names every key) of ``tree``."""
+    return pytree.tree_flatten(tree)
+
+
 def stack(trees: list[Tree]) -> Tree:
     """Stack a list of same-structured trees along a new leading axis (the population axis K)."""
     return tree_map(lambda *xs: torch.stack(xs), *trees)

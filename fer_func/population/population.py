@@ -11,6 +11,8 @@ variant -- a solo run of each, used by the equivalence tests and the benchmarks.
 """
 from __future__ import annotations
 
+import math
+
 import time
 from typing import Callable
 
@@ -504,8 +506,8 @@ def even_chunk(sizes: list[int], most: int = EVAL_CHUNK, multiple: int = 8) -> i
     n = max(sizes, default=most)
     if n <= 0:
         return most
-    pieces = -(-n // most)
-    return min(most, -(-(-(-n // pieces)) // multiple) * multiple)
+    pieces = math.ceil(n / most)
+    return min(most, math.ceil(math.ceil(n / pieces) / multiple) * multiple)
 
 
 def _programs(model, micro_batch, accumulate, augment, varying_dropout, rules, dtype, mode, compile, eval_chunk,

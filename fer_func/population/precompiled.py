@@ -25,7 +25,8 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.utils._pytree as pytree
+
+from fer_func import tree
 
 _SOURCE: str | None = None
 
@@ -45,7 +46,7 @@ def source_hash() -> str:
 
 def signature(args) -> str:
     """The inputs as the compiled code sees them: the tree's structure and each leaf's metadata."""
-    leaves, spec = pytree.tree_flatten(args)
+    leaves, spec = tree.flatten(args)
     meta = [f"{x.dtype}{tuple(x.shape)}{x.stride()}{x.device}{x.requires_grad}" if isinstance(x, torch.Tensor)
             else repr(x) for x in leaves]
     return f"{spec}|{'|'.join(meta)}"

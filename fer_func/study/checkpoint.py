@@ -8,11 +8,13 @@ leaves the old checkpoint untouched.
 from __future__ import annotations
 
 import os
-import threading
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
+
+from fer_func import tree
 
 
 def atomic_write(path, data: bytes | None = None, *, writer=None) -> Path:
@@ -84,7 +86,7 @@ class BackgroundSaver:
 
     def save(self, path, payload) -> None:
         self.wait()
-        snapshot = _containers_copied(payload)
+        snapshot = tree.tree_map(lambda x: x, payload)  # new containers, the same leaves
 
         def write():
             try:
@@ -116,13 +118,3 @@ class BackgroundSaver:
                 pass
         return False
 
-
-def _containers_copied(obj):
-    if isinstance(obj, dict):
-        return {k: _containers_copied(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_containers_copied(v) for v in obj]
-    if isinstance(obj, tuple):
-        items = [_containers_copied(v) for v in obj]
-        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
-    return obj
