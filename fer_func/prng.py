@@ -65,6 +65,14 @@ def _blocks(key: torch.Tensor, n: int):
     if torch.compiler.is_compiling():
         out = blocks_op(key, n)
         return out[..., 0], out[..., 1]
+    if key.device.type == "meta":  # shapes only (Model.shapes, .macs): the cipher's ~150 ops per chunk would trace for nothing
+        empty = key.new_empty((*key.shape[:-1], n))
+        return empty, empty
+    if key.device.type == "cpu" and threefry_native.library() is not None:
+        # The native kernel eagerly too: an mlp's 1.2 M first-layer weights took ~0.25 s per variant
+        # through the torch cipher. blocks_op, not the kernel itself, so that vmap (slot re-init) still works.
+        out = blocks_op(key, n)
+        return out[..., 0], out[..., 1]
     return _eager_blocks(key, n)
 
 

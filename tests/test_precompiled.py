@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import warnings
 
 import pytest
@@ -111,3 +112,28 @@ def test_without_the_ahead_of_time_path_the_program_compiles_the_usual_way(progr
         warnings.simplefilter("error")  # one warning, not one per call
         torch.testing.assert_close(fn(x, w), scale_rows(x, w))
     assert not programs_dir.exists()
+
+
+def test_naming_a_program_does_not_run_inductors_isa_probe(monkeypatch):
+    """The probe compiles a test library per ISA (~10 s over an empty cache); naming the program's file,
+    before the first trace, must not wait for it (isa_probe.py runs it beside the trace instead)."""
+    from torch._inductor import cpu_vec_isa
+
+    def probe(*args):
+        raise AssertionError("inductor's ISA probe ran")
+    monkeypatch.setattr(cpu_vec_isa, "pick_vec_isa", probe)
+    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", probe)
+    env = precompiled.environment()
+    assert torch.backends.cpu.get_cpu_capability() in env and precompiled.source_hash() in env
+
+
+def test_the_isa_probe_runs_on_a_thread_once_per_process(monkeypatch):
+    from torch._inductor import cpu_vec_isa
+    from fer_func.population import isa_probe
+
+    calls = []
+    monkeypatch.setattr(isa_probe, "_thread", None)
+    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", lambda: calls.append(threading.current_thread().name))
+    assert isa_probe.start() and isa_probe.start()
+    isa_probe.wait(timeout=60)
+    assert calls == ["fer_func-isa-probe"]

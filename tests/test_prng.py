@@ -178,3 +178,28 @@ def test_threefry_op_compiles_once_for_every_key_rank_and_size(native, monkeypat
             assert torch.equal(out, torch.stack([y0, y1], dim=-1)), (shape, n)
             data = torch.arange(math.prod(shape[:-1]), dtype=torch.int64).reshape(shape[:-1]) * 977 + n
             assert torch.equal(prng.fold_op(key, data), prng.fold_in(key, data)), shape
+
+
+def test_eager_draws_on_cpu_run_the_native_kernel_and_equal_the_torch_cipher():
+    """Parameter init draws eagerly through the native kernel (via blocks_op, so vmap still works):
+    the same bits as the torch cipher for one key, a batch of keys, more than one chunk, and under vmap."""
+    assert native_threefry.library() is not None, "the native kernel did not build on this machine"
+    keys = torch.stack([prng.key(s) for s in (0, 9, 2**40 + 3)])
+    for key in (keys[1], keys):
+        for n in (1, 5, prng._CHUNK + 17):
+            fast, slow = prng._blocks(key, n), prng._eager_blocks(key, n)
+            assert all(torch.equal(a, b) for a, b in zip(fast, slow)), (tuple(key.shape), n)
+    mapped = torch.func.vmap(lambda k: prng.normal(k, (3, 70)))(keys)
+    assert torch.equal(mapped, torch.stack([prng.normal(k, (3, 70)) for k in keys]))
+
+
+def test_meta_draws_have_shapes_and_skip_the_cipher(monkeypatch):
+    """Model.shapes and .macs trace init on the meta device, where the numbers are never read: the
+    draw returns meta tensors of the right shape without running ~150 ops per chunk of the cipher."""
+    def no_cipher(*args):
+        raise AssertionError("the cipher ran on meta tensors")
+    monkeypatch.setattr(prng, "threefry2x32", no_cipher)
+    key = prng.key(1).to("meta")
+    assert prng.uniform(key, (4, 5)).shape == (4, 5) and prng.uniform(key, (4, 5)).device.type == "meta"
+    assert prng.split(key, 3).shape == (3, 2)
+    assert prng.bits16(torch.stack([key, key]), (2, 9)).shape == (2, 2, 9)

@@ -10,7 +10,7 @@ the same step. A cold compile costs what it did (23 s against 25 s, measured sid
 The file lives in inductor's cache directory (``TORCHINDUCTOR_CACHE_DIR``), so emptying that one
 directory is still a cold start. Its name hashes everything that decides the compiled code: the
 program's static structure, each input's shape, stride and dtype, the compile options, torch's and
-Python's versions, the CPU's vector ISA, and the source of every fer_func module, so an edited
+Python's versions, the CPU (its flags and ATen's vector capability), and the source of every fer_func module, so an edited
 model or optimizer never loads an old program. Guards are checked on every call, as dynamo checks
 them; inputs that fail them (a population of another K sharing the program) get a program of
 their own. Where this path fails (a torch without it, something it cannot save), the program is
@@ -53,12 +53,13 @@ def signature(args) -> str:
 
 
 def environment() -> str:
-    try:
-        from torch._inductor.cpu_vec_isa import pick_vec_isa
-        isa = str(pick_vec_isa())
-    except Exception:  # an ISA probe that fails here fails for inductor too; the versions still key the file
-        isa = "?"
-    return f"torch {torch.__version__} | python {sys.version} | {platform.machine()} | {isa} | {source_hash()}"
+    # The CPU by its flags and ATen's vector capability, not by inductor's ISA probe: that probe compiles
+    # and loads a test library per ISA (~10 s over an empty cache), and asking it here, before the
+    # first trace, put all of it in front of the compile instead of beside it (isa_probe.py).
+    from fer_func.native.threefry import _cpu_flags
+    cpu = hashlib.sha256(_cpu_flags().encode()).hexdigest()[:16]
+    return (f"torch {torch.__version__} | python {sys.version} | {platform.machine()} | "
+            f"{torch.backends.cpu.get_cpu_capability()} {cpu} | {source_hash()}")
 
 
 def directory() -> Path:
