@@ -168,30 +168,32 @@ def run(options: RunOptions, data=None) -> Path:
 
 def _loop(pop, driver, setup, runs, stop, ckpt, run_dir, results, started):
     t_prev = results["wall_s"]
-    while not driver.done:
-        record = pop.train_epoch(stop=lambda: stop.set)
-        if record is None:  # Ctrl-C mid-epoch: the population pauses exactly there
-            _save(ckpt, pop, driver, results)
-            raise Interrupted.at(run_dir)
-        results["compile_s"] = results["compile_s"] or pop.timing["compile_s"]
-        runs.log(driver, pop, record)
-        events = driver.after_epoch(pop, record)
-        runs.after(driver, events)
-        results["population_epochs"] = pop.epoch
-        results["wall_s"] = t_prev + time.perf_counter() - started
-        report.progress(driver, results)
-        print(report.epoch_line(driver, pop, record), flush=True)
-        _save(ckpt, pop, driver, results)
-        report.write_progress(run_dir, results)
-        if stop.set:
-            raise Interrupted.at(run_dir)
+    with checkpoint.BackgroundSaver() as saver:  # each epoch's checkpoint is written while the next trains
+        while not driver.done:
+            record = pop.train_epoch(stop=lambda: stop.set)
+            if record is None:  # Ctrl-C mid-epoch: the population pauses exactly there
+                saver.wait()
+                checkpoint.save(ckpt, _payload(pop, driver, results))
+                raise Interrupted.at(run_dir)
+            results["compile_s"] = results["compile_s"] or pop.timing["compile_s"]
+            runs.log(driver, pop, record)
+            events = driver.after_epoch(pop, record)
+            runs.after(driver, events)
+            results["population_epochs"] = pop.epoch
+            results["wall_s"] = t_prev + time.perf_counter() - started
+            report.progress(driver, results)
+            print(report.epoch_line(driver, pop, record), flush=True)
+            saver.save(ckpt, _payload(pop, driver, results))
+            report.write_progress(run_dir, results)
+            if stop.set:
+                saver.wait()  # on disk before the run says how to resume
+                raise Interrupted.at(run_dir)
 
 
-def _save(ckpt, pop, driver, results):
+def _payload(pop, driver, results) -> dict:
     # results as JSON text: it holds non-tensor objects (torch's version string) weights_only refuses.
-    checkpoint.save(ckpt, {"population": pop.state_dict(), "driver": driver.state_dict(),
-                           "results": json.dumps(_clean(results)),
-                           "slot_values": [dict(v.hparams) for v in pop.variants]})
+    return {"population": pop.state_dict(), "driver": driver.state_dict(), "results": json.dumps(_clean(results)),
+            "slot_values": [dict(v.hparams) for v in pop.variants]}
 
 
 def best_weights_test(pop, params, model_state) -> dict:
