@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, conv1x1
 
 from fer_func import nn as layers
 from fer_func import prng, tree
@@ -76,6 +75,9 @@ class ResNetModule(nn.Module):
     """The torch.nn twin of :class:`ResNet`, built from torchvision's own ``BasicBlock``."""
 
     def __init__(self, m: ResNet):
+        # Imported here, not at module level: torchvision's import (~1 s on a 2-core CPU) would otherwise
+        # be paid by every command that imports fer_func.models, and only this reference module needs it.
+        from torchvision.models.resnet import BasicBlock, conv1x1
         super().__init__()
         self.conv1 = nn.Conv2d(INPUT_SHAPE[0], m.stem, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(m.stem)
