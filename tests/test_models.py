@@ -3,6 +3,9 @@
 The spine of the project: if these hold, a functional model trains exactly like the module a
 reader would have written by hand (logits, every gradient, BatchNorm running statistics).
 """
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -181,8 +184,6 @@ def test_build_validates_names_and_knobs():
 def test_importing_the_models_and_the_runner_does_not_import_torchvision():
     # torchvision (~1.3 s of a 2-core CPU's start-up) is only needed by ResNet's torch.nn twin, which
     # imports it when built; every command imports fer_func.models, so it must not pay for it.
-    import subprocess
-    import sys
     code = ("import sys, fer_func.models, fer_func.study.run, fer_func.study.cli\n"
             "assert 'torchvision' not in sys.modules, 'torchvision imported'\n"
             "fer_func.models.build('resnet').reference()\n"
