@@ -67,6 +67,11 @@ def test_each_variant_trains_off_its_fold_and_validates_on_it_in_one_compiled_po
     # finish() validates the best-epoch weights on each variant's fold too, and tests on PrivateTest.
     assert [f["val_acc"] for f in final] == pytest.approx(list(pop.best["val_acc"].cpu().numpy()), abs=1e-12)
     assert all(0 <= f["test_acc"] <= 1 for f in final) and np.all(np.isfinite(record["val_loss"]))
+    with pytest.raises(ValueError, match="folds differ in size"):  # no (K, N, 7) array for unequal folds
+        pop.evaluate("val", probs=True)
+    finals, probs = pop.finish(with_probs=True)  # PrivateTest, shared by the folds: the cv ensemble's input
+    assert finals == final and probs.shape == (3, 12, 7)
+    np.testing.assert_allclose(probs.sum(-1), 1.0)
 
 
 def test_cv_in_experiments_makes_one_variant_per_fold_and_seed():

@@ -111,6 +111,24 @@ def test_views_and_ensemble_equal_a_by_hand_average_of_each_members_softmax(data
         assert ens["per_class"] == views.per_class(ens["confusion"])
 
 
+@pytest.mark.parametrize("mode, compile", [("vmap", False), ("loop", False), ("vmap", "aot_eager")])
+def test_the_eval_pass_gives_the_plain_views_probabilities(data, trained, reference, mode, compile):
+    # What lets a run's best-epoch test pass (finish) feed the ensembles without a view program of its own.
+    pop = Population(VARIANTS, data, dtype=F64, compile=compile, mode=mode, eval_chunk=16)
+    params, state = trained
+    r = pop.evaluate("test", params, state, probs=True)
+    np.testing.assert_allclose(r["probs"], reference(None), rtol=1e-7, atol=1e-12)  # float64
+    labels = data.labels["test"].numpy()
+    np.testing.assert_array_equal(r["confusion"], views.confusions(r["probs"], labels))
+    assert "probs" not in pop.evaluate("test", params, state)  # only when asked for
+    pop.train_epoch()
+    finals, probs = pop.finish(with_probs=True)
+    assert finals == pop.finish()
+    best = pop.evaluate("test", pop.best["params"], pop.best["model_state"], probs=True)["probs"]
+    np.testing.assert_array_equal(probs, best)
+    assert [f["test_acc"] for f in finals] == pytest.approx(list((best.argmax(-1) == labels).mean(-1)))
+
+
 def test_members_as_a_mask_equal_members_as_indices_and_diverged_variants_are_left_out_by_default(data, trained):
     pop = Population(VARIANTS, data, dtype=F64, compile=False, eval_chunk=24)
     params, state = trained
@@ -213,7 +231,16 @@ def run(tmp_path, *argv):
     return run_dir, json.loads((run_dir / "results.json").read_text())
 
 
-def test_seeds_run_reports_each_configurations_seed_ensemble(tmp_path, csv):
+def count_view_passes(monkeypatch) -> list:
+    passes = []
+    original = Population.evaluate_views
+    monkeypatch.setattr(Population, "evaluate_views",
+                        lambda self, *a, **kw: passes.append(kw.get("tta")) or original(self, *a, **kw))
+    return passes
+
+
+def test_seeds_run_reports_each_configurations_seed_ensemble(tmp_path, csv, monkeypatch):
+    passes = count_view_passes(monkeypatch)
     run_dir, res = run(tmp_path, "--experiment", "01", "--data", str(csv), "--seeds", "2", *QUICK,
                        "--set", "model.knobs.hidden=[16]")
     by_id = {v["id"]: v for v in res["variants"]}
@@ -221,6 +248,7 @@ def test_seeds_run_reports_each_configurations_seed_ensemble(tmp_path, csv):
     assert e["members"] == ["mlp-s0", "mlp-s1"] and e["name"] == "mlp (seeds)"
     assert e["kind"] == "seeds" and e["split"] == "test" and e["tta"] is None and e["left_out"] == []
     assert e["member_acc"] == pytest.approx([by_id[m]["final"]["test_acc"] for m in e["members"]])
+    assert passes == []  # no TTA: the probabilities came with finish's test pass
     assert sum(map(sum, e["confusion"])) == 24 and e["acc"] == pytest.approx(np.trace(e["confusion"]) / 24)
     summary = (run_dir / "summary.md").read_text()
     assert "## Ensembles" in summary and "| mlp (seeds) | 2 | — |" in summary
@@ -230,6 +258,7 @@ def test_seeds_run_reports_each_configurations_seed_ensemble(tmp_path, csv):
 
 
 def test_top_m_and_flip_tta_from_the_experiments_file(tmp_path, csv, monkeypatch, capsys):
+    passes = count_view_passes(monkeypatch)
     path = tmp_path / "experiments.toml"
     path.write_text(TINY)
     run_dir, res = run(tmp_path, "--experiments", str(path), "--profile", "full", "--experiment", "tiny",
@@ -242,6 +271,8 @@ def test_top_m_and_flip_tta_from_the_experiments_file(tmp_path, csv, monkeypatch
     by_id = {v["id"]: v["final"] for v in res["variants"]}
     assert all(f["tta"] == "flip" and 0 <= f["tta_test_acc"] <= 1 for f in by_id.values())
     assert top["tta_member_acc"] == pytest.approx([by_id[m]["tta_test_acc"] for m in top["members"]])
+    assert top["member_acc"] == pytest.approx([by_id[m]["test_acc"] for m in top["members"]])
+    assert passes == ["flip"]  # one pass for the TTA setting; the plain probabilities came with finish
     summary = (run_dir / "summary.md").read_text()
     assert "| tiny (top 2 by val) | 2 | flip |" in summary and "## Test-time augmentation" in summary
     assert json.loads((run_dir / "run.json").read_text())["ensembles"] == {"tiny": {"ensemble": "top:2", "tta": "flip"}}

@@ -2,6 +2,9 @@
 
 The population vmaps :func:`make_eval_chunk` over variants and loops over chunks; the chunk size
 is static and the last chunk is masked, so every split of every size runs through one graph.
+The chunk's class probabilities come out beside its loss and confusion matrix: the best-epoch test
+pass then also gives the ensembles their PrivateTest probabilities (study/ensembles.py), instead of
+a second pass through a third compiled program (views.py) compiled for that alone.
 """
 from __future__ import annotations
 
@@ -29,11 +32,12 @@ def make_eval_chunk(plan: Plan, mean: float, std: float, dtype: torch.dtype, chu
             logits, _ = model.apply(params, model_state, x, key=None, train=False)
         logits = logits.to(dtype)
         nll = F.cross_entropy(logits, y, reduction="none")
+        probs = torch.softmax(logits, -1)  # as views.py's plain view computes them
         pred = logits.argmax(-1)
         w = valid.to(dtype)
         # confusion[true, pred] as a (7, 7) matmul of one-hots: vmappable, no scatter.
         confusion = (F.one_hot(y, NUM_CLASSES).to(dtype) * w[:, None]).T @ F.one_hot(pred, NUM_CLASSES).to(dtype)
-        return torch.where(valid, nll, 0.0).sum(), confusion
+        return torch.where(valid, nll, 0.0).sum(), confusion, probs
 
     return eval_chunk
 

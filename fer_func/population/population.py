@@ -354,36 +354,46 @@ class Population:
 
     # --- evaluation ----------------------------------------------------------------------------
 
-    def evaluate(self, split: str, params=None, model_state=None) -> dict:
-        """Loss, accuracy and confusion matrix per variant on ``split`` ("val" or "test")."""
+    def evaluate(self, split: str, params=None, model_state=None, probs: bool = False) -> dict:
+        """Loss, accuracy and confusion matrix per variant on ``split`` ("val" or "test"); with ``probs``
+        also every variant's class probabilities, ``probs`` (K, N, 7) float64 numpy, from the same pass
+        (they are what evaluate_views' plain view computes)."""
         params = self.carry["params"] if params is None else params
         model_state = self.carry["model_state"] if model_state is None else model_state
         per_variant = split == "val" and self.folds is not None  # cross-validation: each variant's own fold
+        if per_variant and probs:
+            raise ValueError("evaluate('val', probs=True): a cross-validation population's folds differ in size; "
+                             "ask for the test split's probabilities")
         if per_variant:
             (x, y, n), starts, program = self._fold_val, self._fold_starts, self._eval_folds
         else:
             (x, y), (starts, n), program = self.data.split(split), self._eval_index[split], self._eval
-        loss, confusion = 0.0, 0.0
+        loss, confusion, chunks = 0.0, 0.0, []
         for s in starts:
             first = "eval_compile_s" not in self.timing
             if self.cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()
             t = time.perf_counter()
             if self.mode == "vmap":
-                l, c = program(params, model_state, x, y, s, n)
+                l, c, p = program(params, model_state, x, y, s, n)
             else:
                 pick = (lambda t, i: t[i]) if per_variant else (lambda t, i: t)
                 outs = [self._eval(tree.index(params, i), tree.index(model_state, i), pick(x, i), pick(y, i), s,
                                    pick(n, i)) for i in range(len(self.variants))]
-                l, c = torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs])
+                l, c, p = (torch.stack([o[j] for o in outs]) for j in range(3))
             if first:  # the first call compiles the eval program: report it apart, like the step's
                 self._sync()
                 self.timing["eval_compile_s"] = time.perf_counter() - t
             loss, confusion = loss + l, confusion + c
+            if probs:  # a CUDA graph's outputs are overwritten by its next replay: keep a copy
+                chunks.append(p.clone() if self.cuda_graphs else p)
         confusion = confusion.double().cpu().numpy().round().astype(np.int64)
         total = n.cpu().numpy().astype(np.float64) if per_variant else int(y.shape[0])
         acc = np.trace(confusion, axis1=1, axis2=2) / total
-        return {"loss": loss.double().cpu().numpy() / total, "acc": acc, "confusion": confusion}
+        out = {"loss": loss.double().cpu().numpy() / total, "acc": acc, "confusion": confusion}
+        if probs:
+            out["probs"] = torch.cat(chunks, dim=1)[:, :total].to(torch.float64).cpu().numpy()
+        return out
 
     def evaluate_views(self, split: str, *, params=None, model_state=None, tta=None, members=None) -> dict:
         """Every variant's class probabilities on ``split``, with test-time augmentation and an ensemble.
@@ -439,9 +449,11 @@ class Population:
                 "tta_confusion": tta_confusion, "ensemble": ens, "tta_ensemble": tta_ens, "probs": probs[:, 0],
                 "tta_probs": probs[:, 1] if tta is not None else None}
 
-    def finish(self) -> list[dict]:
-        """Per variant: best-epoch test metrics, confusion matrix and per-class precision/recall/F1."""
-        test = self.evaluate("test", self.best["params"], self.best["model_state"])
+    def finish(self, with_probs: bool = False):
+        """Per variant: best-epoch test metrics, confusion matrix and per-class precision/recall/F1.
+        ``with_probs``: ``(finals, probs)``, with the best networks' test probabilities (K, N, 7) from the
+        same pass (ensembles of them need no other)."""
+        test = self.evaluate("test", self.best["params"], self.best["model_state"], probs=with_probs)
         # The best networks' validation accuracy is the one their epoch recorded when it kept them: the same
         # program on the same parameters. Re-evaluating only matters for a slot that never kept a network
         # (every epoch non-finite); for the lr study that saves one pass over the split (2.8 of ~100 s).
@@ -458,7 +470,7 @@ class Population:
                         "gap": train_acc - float(val_acc[i]), "diverged": bool(self.carry["diverged"][i]),
                         "stopped_epoch": int(self.stopped_epoch[i]) if self.stopped_epoch[i] >= 0 else None,
                         "confusion": test["confusion"][i].tolist(), "per_class": per_class(test["confusion"][i])})
-        return out
+        return (out, test["probs"]) if with_probs else out
 
     # --- checkpoints ---------------------------------------------------------------------------
 

@@ -10,8 +10,9 @@ Which ensembles a run reports:
 ``ensemble`` and ``tta`` are keys of an experiment's table in experiments.toml, read here from the raw
 table (the variant parser does not know them). Flow in run.py: :func:`settings` before training (a
 mistake stops the run there; run.json keeps them for --resume), :func:`collect` after each
-population's ``finish`` (one pass over PrivateTest per TTA setting, Population.evaluate_views, keeping
-only the probabilities of variants some ensemble or TTA needs: 3,589 x 7 numbers each), and
+population's ``finish`` (whose PrivateTest pass gives the plain probabilities, plus one pass per TTA
+setting through Population.evaluate_views, keeping only the probabilities of variants some ensemble
+or TTA needs: 3,589 x 7 numbers each), and
 :func:`measure` at the end, when every variant's validation accuracy is known for ``top:M``.
 
 An ensemble's members are its variants that did not diverge (the rest are listed as ``left_out``).
@@ -96,23 +97,29 @@ def wanted(variants, chosen: dict) -> set[str]:
             if labels.count(label) > 1 or v.experiment in chosen or v.cv}
 
 
-def collect(pop, group, need: set[str], chosen: dict, store: dict) -> None:
+def collect(pop, group, need: set[str], chosen: dict, store: dict, plain=None) -> None:
     """Put the best-epoch PrivateTest probabilities of ``group``'s variants in ``need`` into ``store``:
-    ``store["probs"][id][None]`` (N, 7), and ``[tta]`` for an experiment with TTA; ``store["labels"]``."""
+    ``store["probs"][id][None]`` (N, 7), and ``[tta]`` for an experiment with TTA; ``store["labels"]``.
+
+    ``plain``: the best networks' test probabilities (K, N, 7) the population's ``finish(with_probs=True)``
+    already computed; then only a TTA setting needs a pass of its own."""
     from fer_func.study.experiments import variant_id
 
     ids = [variant_id(v) for v in group]
     rows = [i for i, vid in enumerate(ids) if vid in need]
     if not rows:
         return
-    modes = sorted({chosen.get(group[i].experiment, {}).get("tta") for i in rows} - {None}) or [None]
-    for mode in modes:  # the plain probabilities come with every pass: one pass per TTA setting
+    own = {i: store.setdefault("probs", {}).setdefault(ids[i], {}) for i in rows}
+    if plain is not None:
+        for i in rows:
+            own[i][None] = plain[i]
+    modes = sorted({chosen.get(group[i].experiment, {}).get("tta") for i in rows} - {None})
+    for mode in modes or ([None] if plain is None else []):  # every pass gives the plain probabilities too
         r = pop.evaluate_views("test", params=pop.best["params"], model_state=pop.best["model_state"], tta=mode)
         for i in rows:
-            own = store.setdefault("probs", {}).setdefault(ids[i], {})
-            own[None] = r["probs"][i]
+            own[i].setdefault(None, r["probs"][i])
             if mode is not None and chosen.get(group[i].experiment, {}).get("tta") == mode:
-                own[mode] = r["tta_probs"][i]
+                own[i][mode] = r["tta_probs"][i]
     store["labels"] = pop.data.split("test")[1].cpu().numpy()
 
 

@@ -217,13 +217,14 @@ def train_population(group, g: int, n_groups: int, data, options: RunOptions, de
         pop.load_state_dict(checkpoint.load(ckpt, map_location=device))
         for e in pop.history:  # replay the finished epochs into the report and W&B
             on_epoch(e)
-    with checkpoint.BackgroundSaver() as saver:  # each epoch's checkpoint is written while the next trains
+    store: dict = {}
+    with checkpoint.BackgroundSaver() as saver:  # each epoch's checkpoint is written while the next trains,
         _train(pop, group, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progress_bar)
+        finished, probs = pop.finish(with_probs=True)  # and the last one while the best networks are tested
+        ensembles.collect(pop, group, need, chosen, store, plain=probs)  # PrivateTest probabilities, while pop is here
     finals = [{**{k: final[k] for k in ("train_acc", "val_acc", "test_acc", "best_epoch", "gap", "per_class",
                                        "confusion", "stopped_epoch")}, "diverged": final["diverged"]}
-              for final in pop.finish()]
-    store: dict = {}
-    ensembles.collect(pop, group, need, chosen, store)  # PrivateTest probabilities, while pop is here
+              for final in finished]
     timing = {"compile_s": pop.timing["compile_s"], "eval_compile_s": pop.timing.get("eval_compile_s"),
               "step_s": pop.timing["step_s"], "wall_s": time.perf_counter() - t0}
     return {"g": g, "finals": finals, "store": store, "timing": timing, "history": list(pop.history)}
