@@ -21,9 +21,18 @@ def _nan(x):
     return math.nan if x is None else x
 
 
+LEGEND_ROWS = 30  # legend entries per column in learning_curves
+
+
 def learning_curves(path, variants: list[dict]) -> Path:
-    """Loss and accuracy per epoch: one color per variant, train dashed and val solid."""
-    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    """Loss and accuracy per epoch: one color per variant, train dashed and val solid.
+
+    The legend (one row per variant) gets columns of at most LEGEND_ROWS and the figure grows with it: a
+    fixed 4.5-inch figure left no room for the axes under the legend of an ``--all`` run (58 variants with
+    two seeds), and matplotlib gave up on the layout with a warning."""
+    cols = max(1, math.ceil(len(variants) / LEGEND_ROWS))
+    rows = math.ceil(len(variants) / cols)
+    fig = Figure(figsize=(12 + 2.6 * (cols - 1), max(4.5, 1.0 + 0.15 * rows)), layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
     for i, v in enumerate(variants):
         c = _color(i, len(variants))
@@ -36,7 +45,8 @@ def learning_curves(path, variants: list[dict]) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss (train dashed, val solid)")
     ax_acc.set(xlabel="epoch", ylabel="accuracy %", title="accuracy (train dashed, val solid)")
-    ax_acc.legend(fontsize="x-small" if len(variants) > 8 else "small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax_acc.legend(fontsize="x-small" if len(variants) > 8 else "small", loc="center left", bbox_to_anchor=(1.01, 0.5),
+                  ncols=cols)
     return _save(fig, path)
 
 
