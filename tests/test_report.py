@@ -153,22 +153,26 @@ def test_plots_are_real_images(tmp_path, results):
 
 
 @pytest.mark.parametrize("n", [4, 58, 90])
-def test_learning_curves_keep_their_axes_under_the_legend_of_a_whole_study(tmp_path, n, monkeypatch):
+def test_curves_keep_their_axes_under_the_legend_of_a_whole_study(tmp_path, n, monkeypatch):
     # --all with two seeds is 58 variants: a fixed-size figure let the legend squash the axes to nothing and
     # matplotlib warned "constrained_layout not applied". The legend now takes columns and the figure grows.
     import warnings
     from fer_func.study import plots
     legends = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: legends.append(fig.axes[1].get_legend()) or fig.savefig(path))
+    monkeypatch.setattr(plots, "_save", lambda fig, path: legends.append(fig.axes[-1].get_legend()) or fig.savefig(path))
     variants = [{"id": f"lr[lr=0.001,schedule=constant,batch_size={i}]-s{i}",
                  "epochs": [{"epoch": e, "train_loss": 1.0 / (e + 1), "val_loss": 1.1, "train_acc": 0.3,
                              "val_acc": 0.31 + i / 1000} for e in range(3)]} for i in range(n)]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any layout warning fails the test
         plots.learning_curves(tmp_path / "lc.png", variants)
-    (legend,) = legends
-    assert len(legend.get_texts()) == n and legend._ncols == math.ceil(n / plots.LEGEND_ROWS)
-    assert all(ax.get_position().height > 0.5 and ax.get_position().width > 0.15 for ax in legend.figure.axes)
+        plots.mean_curves(tmp_path / "mc.png", [{"label": v["id"], "epochs": [0, 1, 2], "train": [0.3] * 3,
+                                                 "val": [0.31] * 3, "val_half": [0.01] * 3} for v in variants])
+    assert len(legends) == 2
+    for legend, axes in zip(legends, (2, 1)):  # learning_curves' accuracy axes, mean_curves' only axes
+        assert len(legend.get_texts()) == n and legend._ncols == math.ceil(n / plots.LEGEND_ROWS)
+        assert len(legend.figure.axes) == axes
+        assert all(ax.get_position().height > 0.5 and ax.get_position().width > 0.15 for ax in legend.figure.axes)
 
 
 def test_single_seed_summary_has_no_seed_column(tmp_path, results):

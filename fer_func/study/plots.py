@@ -21,18 +21,25 @@ def _nan(x):
     return math.nan if x is None else x
 
 
-LEGEND_ROWS = 30  # legend entries per column in learning_curves
+LEGEND_ROWS = 30  # legend entries per column, at most
+
+
+def _with_legend(entries: int, size: tuple) -> tuple[int, tuple]:
+    """Columns for a legend of ``entries`` beside the axes, and the figure size (at least ``size``) that
+    keeps room for the axes under it: 2.6 inches per extra column, 0.15 per row."""
+    cols = max(1, math.ceil(entries / LEGEND_ROWS))
+    rows = math.ceil(max(entries, 1) / cols)
+    return cols, (size[0] + 2.6 * (cols - 1), max(size[1], 1.0 + 0.15 * rows))
 
 
 def learning_curves(path, variants: list[dict]) -> Path:
     """Loss and accuracy per epoch: one color per variant, train dashed and val solid.
 
-    The legend (one row per variant) gets columns of at most LEGEND_ROWS and the figure grows with it: a
-    fixed 4.5-inch figure left no room for the axes under the legend of an ``--all`` run (58 variants with
-    two seeds), and matplotlib gave up on the layout with a warning."""
-    cols = max(1, math.ceil(len(variants) / LEGEND_ROWS))
-    rows = math.ceil(len(variants) / cols)
-    fig = Figure(figsize=(12 + 2.6 * (cols - 1), max(4.5, 1.0 + 0.15 * rows)), layout="constrained")
+    The legend (one row per variant) gets columns of at most LEGEND_ROWS and the figure grows with it
+    (:func:`_with_legend`): a fixed 4.5-inch figure left no room for the axes under the legend of an
+    ``--all`` run (58 variants with two seeds), and matplotlib gave up on the layout with a warning."""
+    cols, size = _with_legend(len(variants), (12, 4.5))
+    fig = Figure(figsize=size, layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
     for i, v in enumerate(variants):
         c = _color(i, len(variants))
@@ -100,7 +107,8 @@ def mean_curves(path, series: list[dict], title: str = "") -> Path:
     ``series`` items: ``{"label", "epochs", "train", "val", "val_half"}``, accuracies as fractions
     (nan where no seed has a value), ``val_half`` the CI half-width per epoch (nan for one seed).
     """
-    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    cols, size = _with_legend(len(series), (7.5, 4.2))
+    fig = Figure(figsize=size, layout="constrained")
     ax = fig.subplots()
     for i, s in enumerate(series):
         c = _color(i, len(series))
@@ -113,7 +121,8 @@ def mean_curves(path, series: list[dict], title: str = "") -> Path:
                             color=c, alpha=0.12, linewidth=0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="epoch", ylabel="accuracy %", title=title or "mean accuracy over seeds (train dashed, val solid)")
-    ax.legend(fontsize="x-small" if len(series) > 6 else "small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.legend(fontsize="x-small" if len(series) > 6 else "small", loc="center left", bbox_to_anchor=(1.01, 0.5),
+              ncols=cols)
     return _save(fig, path)
 
 
