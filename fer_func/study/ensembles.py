@@ -97,12 +97,12 @@ def wanted(variants, chosen: dict) -> set[str]:
             if labels.count(label) > 1 or v.experiment in chosen or v.cv}
 
 
-def collect(pop, group, need: set[str], chosen: dict, store: dict, plain=None) -> None:
+def collect(pop, group, need: set[str], chosen: dict, store: dict, plain) -> None:
     """Put the best-epoch PrivateTest probabilities of ``group``'s variants in ``need`` into ``store``:
     ``store["probs"][id][None]`` (N, 7), and ``[tta]`` for an experiment with TTA; ``store["labels"]``.
 
-    ``plain``: the best networks' test probabilities (K, N, 7) the population's ``finish(with_probs=True)``
-    already computed; then only a TTA setting needs a pass of its own."""
+    ``plain``: the best networks' test probabilities (K, N, 7) that the population's
+    ``finish(with_probs=True)`` already computed; only a TTA setting needs a pass of its own."""
     from fer_func.study.experiments import variant_id
 
     ids = [variant_id(v) for v in group]
@@ -110,15 +110,12 @@ def collect(pop, group, need: set[str], chosen: dict, store: dict, plain=None) -
     if not rows:
         return
     own = {i: store.setdefault("probs", {}).setdefault(ids[i], {}) for i in rows}
-    if plain is not None:
-        for i in rows:
-            own[i][None] = plain[i]
-    modes = sorted({chosen.get(group[i].experiment, {}).get("tta") for i in rows} - {None})
-    for mode in modes or ([None] if plain is None else []):  # every pass gives the plain probabilities too
+    for i in rows:
+        own[i][None] = plain[i]
+    for mode in sorted({chosen.get(group[i].experiment, {}).get("tta") for i in rows} - {None}):
         r = pop.evaluate_views("test", params=pop.best["params"], model_state=pop.best["model_state"], tta=mode)
         for i in rows:
-            own[i].setdefault(None, r["probs"][i])
-            if mode is not None and chosen.get(group[i].experiment, {}).get("tta") == mode:
+            if chosen.get(group[i].experiment, {}).get("tta") == mode:
                 own[i][mode] = r["tta_probs"][i]
     store["labels"] = pop.data.split("test")[1].cpu().numpy()
 

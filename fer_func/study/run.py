@@ -221,7 +221,7 @@ def train_population(group, g: int, n_groups: int, data, options: RunOptions, de
     with checkpoint.BackgroundSaver() as saver:  # each epoch's checkpoint is written while the next trains,
         _train(pop, group, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progress_bar)
         finished, probs = pop.finish(with_probs=True)  # and the last one while the best networks are tested
-        ensembles.collect(pop, group, need, chosen, store, plain=probs)  # PrivateTest probabilities, while pop is here
+        ensembles.collect(pop, group, need, chosen, store, probs)  # PrivateTest probabilities, while pop is here
     finals = [{**{k: final[k] for k in ("train_acc", "val_acc", "test_acc", "best_epoch", "gap", "per_class",
                                        "confusion", "stopped_epoch")}, "diverged": final["diverged"]}
               for final in finished]
