@@ -127,13 +127,57 @@ def test_naming_a_program_does_not_run_inductors_isa_probe(monkeypatch):
     assert torch.backends.cpu.get_cpu_capability() in env and precompiled.source_hash() in env
 
 
+class _FakeISA:
+    """Stands for a VecISA: ``bool()`` is inductor's build-and-load check; records who asked."""
+
+    def __init__(self, name, builds, asked):
+        self.name, self.builds, self.asked = name, builds, asked
+
+    def __bool__(self):
+        self.asked.append((self.name, threading.current_thread().name))
+        return self.builds
+
+
 def test_the_isa_probe_runs_on_a_thread_once_per_process(monkeypatch):
     from torch._inductor import cpu_vec_isa
     from fer_func.population import isa_probe
 
-    calls = []
+    asked = []
+    claimed = [_FakeISA("amx", False, asked), _FakeISA("avx512_vnni", True, asked), _FakeISA("avx512", True, asked),
+               _FakeISA("avx2", True, asked)]
     monkeypatch.setattr(isa_probe, "_thread", None)
-    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", lambda: calls.append(threading.current_thread().name))
+    monkeypatch.setattr(isa_probe, "claimed_isas", lambda module: claimed)
+    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", cpu_vec_isa.valid_vec_isa_list)  # restored afterwards
     assert isa_probe.start() and isa_probe.start()
     isa_probe.wait(timeout=60)
-    assert calls == ["fer_func-isa-probe"]
+    # Probed on the thread, until the first that builds; inductor's list now answers from that, asking no one.
+    assert asked == [("amx", "fer_func-isa-probe"), ("avx512_vnni", "fer_func-isa-probe")]
+    assert cpu_vec_isa.valid_vec_isa_list() == claimed[1:] and len(asked) == 2
+
+
+def test_first_valid_is_inductors_list_from_its_first_entry():
+    """What ``pick_vec_isa`` reads (the first entry) is what inductor's full probe gives, on this machine."""
+    import platform
+    from torch._inductor import cpu_vec_isa
+    from fer_func.population import isa_probe
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the first-valid probe replaces inductor's only on x86")
+    full = cpu_vec_isa.valid_vec_isa_list.__wrapped__()  # every claimed ISA built and loaded (cached on disk)
+    ours = isa_probe.first_valid(isa_probe.claimed_isas(cpu_vec_isa))
+    assert ours[:1] == full[:1] and set(map(str, full)) <= set(map(str, ours))
+    assert not isa_probe.first_valid([_FakeISA("avx2", False, [])])
+
+
+def test_the_full_probe_stays_where_more_than_the_first_entry_is_read(monkeypatch):
+    from torch._inductor import config, cpu_vec_isa
+    from fer_func.population import isa_probe
+
+    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", cpu_vec_isa.valid_vec_isa_list)
+    inductors = cpu_vec_isa.valid_vec_isa_list
+    monkeypatch.setattr(config.cpp, "simdlen", 256)
+    assert isa_probe._first_valid_in_place(cpu_vec_isa, config) is None
+    monkeypatch.setattr(config.cpp, "simdlen", None)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert isa_probe._first_valid_in_place(cpu_vec_isa, config) is None
+    assert cpu_vec_isa.valid_vec_isa_list is inductors
