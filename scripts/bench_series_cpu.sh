@@ -3,13 +3,15 @@
 # family at K=4 for 2 epochs cold then warm, then compile_times. Run it alone: timings are side by side.
 # OUT=dir for the JSONs and logs (default /tmp/bench_series), DATA=the FER2013 csv(.gz). About 40 min on 2 cores.
 # PARTS="lr families ct" (the default: all three) picks parts; WARM=N warm runs per family after its cold one (1).
+# A cold start empties both of inductor's stores: its cache directory and its precompiled headers, which it keeps
+# under the temporary directory whatever TORCHINDUCTOR_CACHE_DIR says (so each part gets a TMPDIR of its own).
 cd "$(dirname "$0")/.."
 D=${DATA:-../shared/data/fer2013/fer2013.csv.gz}
 O=${OUT:-/tmp/bench_series}; mkdir -p "$O"
 PARTS=${PARTS:-lr families ct}
 echo "=== start $(date -u +%H:%M:%S) rev $(git rev-parse --short HEAD) parts: $PARTS"
 if [[ " $PARTS " == *" lr "* ]]; then
-  export TORCHINDUCTOR_CACHE_DIR=$O/cache_lr; rm -rf "$TORCHINDUCTOR_CACHE_DIR"
+  export TORCHINDUCTOR_CACHE_DIR=$O/cache_lr TMPDIR=$O/tmp_lr; rm -rf "$TORCHINDUCTOR_CACHE_DIR" "$TMPDIR"; mkdir -p "$TMPDIR"
   for i in 1 2 3; do
     echo "=== lr run $i $(date -u +%H:%M:%S)"
     python runner.py --bench --e2e lr --data "$D" --json $O/e2e_lr_$i.json 2>$O/e2e_lr_$i.err | tail -40
@@ -17,7 +19,7 @@ if [[ " $PARTS " == *" lr "* ]]; then
 fi
 if [[ " $PARTS " == *" families "* ]]; then
   for f in mlp simple_cnn tiny_cnn large_cnn regularized_cnn resnet; do
-    export TORCHINDUCTOR_CACHE_DIR=$O/cache_$f; rm -rf "$TORCHINDUCTOR_CACHE_DIR"
+    export TORCHINDUCTOR_CACHE_DIR=$O/cache_$f TMPDIR=$O/tmp_$f; rm -rf "$TORCHINDUCTOR_CACHE_DIR" "$TMPDIR"; mkdir -p "$TMPDIR"
     for w in cold $(seq -f "warm%g" 1 "${WARM:-1}" | sed 's/^warm1$/warm/'); do
       echo "=== $f $w $(date -u +%H:%M:%S)"
       python runner.py --bench --e2e $f --seeds 4 --epochs 2 --data "$D" --json $O/k4_${f}_$w.json 2>$O/k4_${f}_$w.err | tail -25
@@ -25,7 +27,7 @@ if [[ " $PARTS " == *" families "* ]]; then
   done
 fi
 if [[ " $PARTS " == *" ct "* ]]; then
-  export TORCHINDUCTOR_CACHE_DIR=$O/cache_ct; rm -rf "$TORCHINDUCTOR_CACHE_DIR"
+  export TORCHINDUCTOR_CACHE_DIR=$O/cache_ct TMPDIR=$O/tmp_ct; rm -rf "$TORCHINDUCTOR_CACHE_DIR" "$TMPDIR"; mkdir -p "$TMPDIR"
   echo "=== compile_times $(date -u +%H:%M:%S)"
   python -m fer_func.bench.compile_times --json $O/ct.json 2>$O/ct.err | tail -30
 fi

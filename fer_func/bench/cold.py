@@ -37,10 +37,12 @@ def start_inductor():
 
 def run_in_empty_cache(cmd: list[str], env: dict | None = None, cwd=None) -> dict:
     """Run ``cmd`` with an inductor cache of its own (deleted afterwards) and ``env`` added to this
-    process's environment; its last stdout line, parsed as JSON."""
+    process's environment; its last stdout line, parsed as JSON. The child's TMPDIR is that directory
+    too: inductor keeps its precompiled headers under the temporary directory, whatever its cache
+    directory, and a first run on a machine builds them."""
     with tempfile.TemporaryDirectory(prefix="fer-func-inductor-") as cache:
-        out = subprocess.run(cmd, env={**os.environ, **(env or {}), "TORCHINDUCTOR_CACHE_DIR": cache}, cwd=cwd,
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(cmd, env={**os.environ, **(env or {}), "TORCHINDUCTOR_CACHE_DIR": cache, "TMPDIR": cache},
+                             cwd=cwd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

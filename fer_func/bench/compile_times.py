@@ -74,7 +74,8 @@ def main(argv=None) -> int:
         return 0
     result = {"profile": args.profile, "date": time.strftime("%Y-%m-%d %H:%M")}
     with tempfile.TemporaryDirectory(prefix="fer-func-inductor-") as cache:
-        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+        # TMPDIR too: inductor keeps its precompiled headers under the temporary directory, not its cache.
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "TMPDIR": cache}
         for run in ("cold", "warm"):
             t = time.perf_counter()
             out = subprocess.run([sys.executable, "-m", "fer_func.bench.compile_times", "--child", "--profile",
