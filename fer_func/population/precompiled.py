@@ -62,6 +62,10 @@ def environment() -> str:
             f"{torch.backends.cpu.get_cpu_capability()} {cpu} | {source_hash()}")
 
 
+def _on_cpu(args) -> bool:
+    return any(isinstance(x, torch.Tensor) and x.device.type == "cpu" for x in tree.leaves(args))
+
+
 def directory() -> Path:
     from torch._inductor.runtime.cache_dir_utils import cache_dir
     return Path(cache_dir()) / "fer_func_programs"
@@ -112,6 +116,9 @@ class Precompiled:
                     return program
             except Exception:  # noqa: BLE001 - a file from an incompatible build: compile and replace it
                 pass
+        if self._options.get("backend", "inductor") == "inductor" and _on_cpu(args):
+            from fer_func.population import cpp_header
+            cpp_header.start()  # inductor's precompiled header, beside the trace instead of inside code generation
         program = torch.compile(self._fn, fullgraph=True, dynamic=False, **self._options).aot_compile((args, {}))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
