@@ -39,10 +39,22 @@ def test_polynomial_strides_equal_inductors():
     assert fast_stride.polynomial_stride(x0 * x1 + x2, x1) is None
 
 
-def test_floor_division_and_modular_indexing_go_to_inductor():
+def test_the_variable_inside_floor_division_or_modular_indexing_goes_to_inductor():
     x0, x1 = sympy.symbols("x0 x1", integer=True, nonnegative=True)
     assert fast_stride.polynomial_stride(9216 * FloorDiv(x0, 64) + x1, x0) is None
     assert fast_stride.polynomial_stride(110592 * ModularIndexing(x0, 1, 64) + x1, x0) is None
+    assert fast_stride.polynomial_stride(x1 * FloorDiv(x0, 64) + x1, x1) is None  # a stride that is not a number
+
+
+def test_functions_of_other_variables_are_constants():
+    """The lr step's indices look like this: the stepped variable in plain terms, another inside FloorDiv."""
+    x0, x1, x2 = sympy.symbols("x0 x1 x2", integer=True, nonnegative=True)
+    index = 576 * x1 + 48 * x2 + 9216 * FloorDiv(x0, 64) + 110592 * ModularIndexing(x0, 1, 64) + 24
+    inductors = _inductors()
+    for var, vec in ((x1, 16), (x2, 8), (x2, None)):
+        quick = fast_stride.polynomial_stride(index, var)
+        reference = inductors(index, var, vec)
+        assert quick is not None and quick == reference and type(quick) is type(reference)
 
 
 def _step(w, b, x):
