@@ -18,6 +18,8 @@ torch version), :func:`install` leaves inductor alone, which costs only the over
 """
 from __future__ import annotations
 
+from fer_func.population import inductor_hook
+
 _PREFIX = "async_compile.cpp_pybinding("
 submitted = 0  # kernels this process submitted early (tests read it)
 
@@ -29,23 +31,18 @@ def install() -> bool:
         from torch._inductor.codegen.wrapper import PythonWrapperCodegen
     except ImportError:
         return False
-    original = getattr(PythonWrapperCodegen, "define_kernel", None)
-    if original is None:
-        return False
-    if getattr(original, "_fer_func_early", False):
-        return True
 
-    def define_kernel(self, kernel_name, kernel_body, *args, **kwargs):
-        if isinstance(kernel_body, str) and kernel_body.lstrip().startswith(_PREFIX):
-            global submitted
-            try:
-                # The same expression the wrapper module evaluates at load: it submits g++ and returns a future.
-                eval(kernel_body, {"async_compile": AsyncCompile()})
-                submitted += 1
-            except Exception:  # an early start is only an optimisation; the module's load still compiles
-                pass
-        return original(self, kernel_name, kernel_body, *args, **kwargs)
+    def early(original):
+        def define_kernel(self, kernel_name, kernel_body, *args, **kwargs):
+            if isinstance(kernel_body, str) and kernel_body.lstrip().startswith(_PREFIX):
+                global submitted
+                try:
+                    # The same expression the wrapper module evaluates at load: it submits g++ and returns a future.
+                    eval(kernel_body, {"async_compile": AsyncCompile()})
+                    submitted += 1
+                except Exception:  # an early start is only an optimisation; the module's load still compiles
+                    pass
+            return original(self, kernel_name, kernel_body, *args, **kwargs)
+        return define_kernel
 
-    define_kernel._fer_func_early = True
-    PythonWrapperCodegen.define_kernel = define_kernel
-    return True
+    return inductor_hook.wrap_once(PythonWrapperCodegen, "define_kernel", early)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import functools
 
+from fer_func.population import inductor_hook
+
 
 def polynomial_stride(index, var):
     """``index(var + 1) - index(var)`` where ``index`` is a polynomial and that difference a number; else None."""
@@ -40,18 +42,14 @@ def install() -> bool:
         from torch._inductor.codegen import cpp
     except ImportError:
         return False
-    inductors = getattr(cpp, "stride_at_vec_range", None)
-    if inductors is None:
-        return False
-    if getattr(inductors, "fer_func_fast_path", False):
-        return True
 
-    @functools.lru_cache(maxsize=None)  # as inductor's: the same index is asked about many times
-    def stride_at_vec_range(index, var, vec_length=None):
-        quick = polynomial_stride(index, var)
-        return inductors(index, var, vec_length) if quick is None else quick
+    def fast(inductors):
+        @functools.lru_cache(maxsize=None)  # as inductor's: the same index is asked about many times
+        def stride_at_vec_range(index, var, vec_length=None):
+            quick = polynomial_stride(index, var)
+            return inductors(index, var, vec_length) if quick is None else quick
+        stride_at_vec_range.inductors = inductors
+        return stride_at_vec_range
 
-    stride_at_vec_range.fer_func_fast_path = True
-    stride_at_vec_range.inductors = inductors
-    cpp.stride_at_vec_range = stride_at_vec_range  # cpp.py calls it by its module-level name
-    return True
+    # cpp.py calls it by its module-level name
+    return inductor_hook.wrap_once(cpp, "stride_at_vec_range", fast)
