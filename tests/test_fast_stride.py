@@ -18,7 +18,7 @@ def _inductors():
 
 
 def test_polynomial_strides_equal_inductors():
-    x0, x1, x2, x3, s = sympy.symbols("x0 x1 x2 x3 s", integer=True, nonnegative=True)
+    x0, x1, x2, x3 = sympy.symbols("x0 x1 x2 x3", integer=True, nonnegative=True)
     cases = [
         (576 * x1 + 48 * x2 + 2 * x3 + 24, x2, 16),
         (576 * x1 + 48 * x2 + 2 * x3 + 24, x3, 8),

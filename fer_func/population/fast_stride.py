@@ -24,7 +24,8 @@ from fer_func.population import inductor_hook
 
 
 def polynomial_stride(index, var):
-    """``index(var + 1) - index(var)`` where ``index`` is a polynomial and that difference a number; else None."""
+    """``index(var + 1) - index(var)`` where ``index`` is a polynomial in ``var`` and that difference a number;
+    else None."""
     import sympy
 
     if not index.has(var):
