@@ -10,24 +10,26 @@ code generation on one core, then g++ on both. Profiling the regularized CNN's K
 moment it is defined. The module's own submission later finds the shared library built (inductor's
 workers check for it under a file lock), so nothing is compiled twice and the generated code is
 unchanged; g++ runs on the second core while the first generates the next kernels. Measured A/B
-on the same step: the final wait fell to 4.4 s and the compile to 56.5 s (docs/bench.md). A warm
-cache never generates code, so it is unaffected.
+on the same step: the final wait fell to 4.4 s and the compile to 56.5 s (docs/bench.md). Since
+2026-12-04 the submission goes through kernel_batches.py, which builds several kernels per g++ run.
+A warm cache never generates code, so it is unaffected.
 
 This reaches into a private inductor class; where that class does not look as expected (another
 torch version), :func:`install` leaves inductor alone, which costs only the overlap.
 """
 from __future__ import annotations
 
-from fer_func.population import inductor_hook
+from fer_func.population import inductor_hook, kernel_batches
 
 _PREFIX = "async_compile.cpp_pybinding("
 submitted = 0  # kernels this process submitted early (tests read it)
+errors: list[str] = []  # why an early submission failed, the first few (tests read it)
 
 
 def install() -> bool:
     """Wrap inductor's ``define_kernel`` once per process; False where this torch has no such hook."""
     try:
-        from torch._inductor.async_compile import AsyncCompile
+        from torch._inductor.async_compile import AsyncCompile  # noqa: F401 - kernel_batches submits through it
         from torch._inductor.codegen.wrapper import PythonWrapperCodegen
     except ImportError:
         return False
@@ -37,11 +39,13 @@ def install() -> bool:
             if isinstance(kernel_body, str) and kernel_body.lstrip().startswith(_PREFIX):
                 global submitted
                 try:
-                    # The same expression the wrapper module evaluates at load: it submits g++ and returns a future.
-                    eval(kernel_body, {"async_compile": AsyncCompile()})
+                    # The same expression the wrapper module evaluates at load: it queues g++ (several
+                    # kernels to a run, kernel_batches.py) and returns a future.
+                    eval(kernel_body, {"async_compile": kernel_batches.front()})
                     submitted += 1
-                except Exception:  # an early start is only an optimisation; the module's load still compiles
-                    pass
+                except Exception as e:  # an early start is only an optimisation; the module's load still compiles
+                    if len(errors) < 5:
+                        errors.append(repr(e))
             return original(self, kernel_name, kernel_body, *args, **kwargs)
         return define_kernel
 
