@@ -3,16 +3,17 @@
 Inductor builds every CPU kernel of a program as its own shared library: one g++ process that
 loads the 158 MB precompiled header (0.42 s here before any of the kernel's own code), compiles
 the kernel, and links against libtorch (0.3 s). A cold lr step has 28 kernels and its evaluation
-program a dozen more, so about 0.7 s of every kernel's ~1.2 s of g++ is the same fixed cost, and on
+program eight more, so about 0.7 s of every kernel's ~1.2 s of g++ is the same fixed cost, and on
 a 2-core machine that g++ work, not inductor's code generation, was what a cold compile waited for
 once code generation got faster (docs/bench.md).
 
 :func:`front` gives early_cpp.py an ``async_compile`` whose ``cpp_pybinding`` goes through
 inductor's own ``load_pybinding_async`` (same source file, same key, same command line), but
-hands the compile to a batcher instead of a worker. The batcher runs one g++ at a time while code
-generation goes on, on everything that queued up meanwhile, so batches grow when g++ is the
-bottleneck and stay single when it is not; when inductor first asks for a kernel (code generation
-is over), all that is left goes at once, in two halves, one per core.
+hands the compile to a batcher instead of a worker. While code generation goes on (on the other
+core), the batcher starts a g++ run whenever none is running, on everything that queued up meanwhile
+(split into runs of at most ``MAX_BATCH`` kernels), so batches grow when g++ is the bottleneck and
+stay single when it is not; when inductor first asks for a kernel (code generation is over), all
+that is left goes at once, in at least two runs, one per core.
 
 A batch is one C++ file: the kernels' ``#include`` lines once, then each kernel in a namespace of
 its own with the same Python binding inductor would have written, and one module initialiser
@@ -162,10 +163,14 @@ class _Batcher:
 
     def _run(self, batch: list[_Kernel]):
         try:
-            if not _build(batch):
-                for k in batch:  # as inductor would have: each kernel alone
+            try:
+                built = _build(batch)
+            except Exception:  # noqa: BLE001 - a batch is an optimisation: build the kernels as inductor would
+                built = False
+            if not built:
+                for k in batch:  # each kernel alone, inductor's own build
                     k.worker_fn()
-        except Exception:  # noqa: BLE001 - inductor's load_fn builds anything still missing
+        except Exception:  # noqa: BLE001 - inductor's load_fn builds anything still missing, and raises its error
             pass
         finally:
             for k in batch:
