@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -86,3 +87,29 @@ def test_a_failing_batch_builds_each_kernel_alone_and_releases_whoever_waits(tmp
     assert built == [0, 1, 2]  # inductor's own build (worker_fn), once per kernel
     assert all(k.done.is_set() for k in kernels) and batcher.in_flight == 0
     assert not any((tmp_path / "ab" / f"key{i}.main.so").exists() for i in range(3))  # nothing half-linked
+
+
+def test_a_forked_child_does_not_wait_for_batches_its_parent_was_building(tmp_path):
+    # A kernel queued in the parent, whose batch thread does not exist in a forked child: the child's wait
+    # returns at once (its load_fn then builds what is missing), and the child gets a batcher of its own.
+    kernel = kernel_batches._Kernel(["float*"], 'extern "C" void kernel(float* x) {}', lambda: None,
+                                    command="true", target=str(tmp_path / "k.main.so"))
+    parent_batcher = kernel_batches._batcher
+    with parent_batcher.lock:
+        parent_batcher.unfinished.add(kernel)  # as add() leaves it, without starting a build
+    try:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, then leave without running pytest's exit handlers
+            ok = kernel.done.is_set() and kernel_batches._batcher is not parent_batcher
+            signal.alarm(30)  # a wait that never returns kills the child, and the status below says so
+            kernel.result()  # would wait forever on a batch nobody builds
+            os.write(write, b"1" if ok else b"0")
+            os._exit(0)
+        os.close(write)
+        _, status = os.waitpid(pid, 0)
+        assert os.read(read, 1) == b"1" and status == 0
+        assert not kernel.done.is_set()  # the parent's own batcher is untouched
+    finally:
+        with parent_batcher.lock:
+            parent_batcher.unfinished.discard(kernel)

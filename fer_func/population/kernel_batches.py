@@ -129,12 +129,14 @@ class _Batcher:
     def __init__(self):
         self.lock = threading.Lock()
         self.pending: list[_Kernel] = []
+        self.unfinished: set[_Kernel] = set()  # queued or building: what a forked child must not wait for
         self.in_flight = 0
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fer_func-kernel-batch")
 
     def add(self, kernel: _Kernel):
         with self.lock:
             self.pending.append(kernel)
+            self.unfinished.add(kernel)
             self._pump(limit=1)
 
     def demand(self, kernel: _Kernel):
@@ -176,11 +178,25 @@ class _Batcher:
             for k in batch:
                 k.done.set()
             with self.lock:
+                self.unfinished.difference_update(batch)
                 self.in_flight -= 1
                 self._pump(limit=1)
 
 
 _batcher = _Batcher()
+
+
+def _after_fork_in_child():
+    # A forked child has none of the parent's batch threads: whatever they were to build, nobody will. Its
+    # waiters go on to inductor's load_fn, which builds any library still missing, one g++ per kernel.
+    global _batcher
+    for k in _batcher.unfinished:
+        k.submitted = True
+        k.done.set()
+    _batcher = _Batcher()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _build(batch: list[_Kernel]) -> bool:
