@@ -116,6 +116,7 @@ class _Kernel:
         self.argtypes, self.source, self.worker_fn = list(argtypes), source, worker_fn
         self.command, self.target = command, target
         self.source_path = os.path.splitext(target)[0] + ".cpp"
+        self.key = os.path.basename(target).split(".")[0]  # inductor's key: it names the module and the lock
         # the command line without this kernel's own paths: kernels whose flags agree share a batch
         self.flags = command.replace(self.source_path, "<source>").replace(target, "<library>")
         self.submitted, self.done = False, threading.Event()
@@ -207,7 +208,7 @@ def _build(batch: list[_Kernel]) -> bool:
 
     if len(batch) == 1:
         return False  # one kernel: inductor's own build is the same g++ run
-    includes, bodies, bindings, keys = [], [], [], []
+    includes, bodies, bindings = [], [], []
     for i, k in enumerate(batch):
         lines = k.source.splitlines()
         includes += [ln for ln in lines if ln.lstrip().startswith("#include")]
@@ -218,8 +219,7 @@ def _build(batch: list[_Kernel]) -> bool:
         bodies.append(f"namespace fer_kernel_{i} {{\n{body}\n}}\n")
         parse = ", ".join(f"parse_arg<{t.replace('const ', '')}>(args, {j})" for j, t in enumerate(k.argtypes))
         bindings.append(_BINDING.format(i=i, arg_len=len(k.argtypes), parse_args=parse))
-        keys.append(os.path.basename(k.target).split(".")[0])
-    table = ", ".join(f'{{"{key}", fer_kernel_{i}_methods}}' for i, key in enumerate(keys))
+    table = ", ".join(f'{{"{k.key}", fer_kernel_{i}_methods}}' for i, k in enumerate(batch))
     code = "\n".join([*dict.fromkeys(includes), *bodies, "#define PY_SSIZE_T_CLEAN", "#include <Python.h>",
                       "#include <cerrno>", "#include <cstdlib>", "#include <cstring>", "#include <stdexcept>",
                       _PARSE_ARG, *bindings, _MODULE.replace("KERNELS", table)])
@@ -238,8 +238,7 @@ def _build(batch: list[_Kernel]) -> bool:
     if done.returncode != 0:
         return False
     for k in batch:
-        key = os.path.basename(k.target).split(".")[0]
-        with FileLock(os.path.join(get_lock_dir(), key + ".lock"), timeout=600):
+        with FileLock(os.path.join(get_lock_dir(), k.key + ".lock"), timeout=600):
             if not os.path.exists(k.target):
                 staged = f"{k.target}.{os.getpid()}.tmp"
                 os.link(library, staged)
