@@ -2,7 +2,9 @@
 # Issue 15's CPU benchmark series (docs/bench.md): the e2e lr study 3x over one cache that starts empty, every
 # family at K=4 for 2 epochs cold then warm, then compile_times. Run it alone: timings are side by side.
 # OUT=dir for the JSONs and logs (default /tmp/bench_series), DATA=the FER2013 csv(.gz). About 40 min on 2 cores.
-# PARTS="lr families ct" (the default: all three) picks parts; WARM=N warm runs per family after its cold one (1).
+# PARTS="lr families ct" (the default) picks parts; WARM=N warm runs per family after its cold one (1). The part
+# "full" runs the families in FULL (default: mlp tiny_cnn, the two that lose at 2 epochs) at their profile's own
+# epochs, cold then WARM times warm: the study's length rather than the series' short 2 epochs.
 # A cold start empties both of inductor's stores: its cache directory and its precompiled headers, which it keeps
 # under the temporary directory whatever TORCHINDUCTOR_CACHE_DIR says (so each part gets a TMPDIR of its own).
 cd "$(dirname "$0")/.."
@@ -23,6 +25,15 @@ if [[ " $PARTS " == *" families "* ]]; then
     for w in cold $(seq -f "warm%g" 1 "${WARM:-1}" | sed 's/^warm1$/warm/'); do
       echo "=== $f $w $(date -u +%H:%M:%S)"
       python runner.py --bench --e2e $f --seeds 4 --epochs 2 --data "$D" --json $O/k4_${f}_$w.json 2>$O/k4_${f}_$w.err | tail -25
+    done
+  done
+fi
+if [[ " $PARTS " == *" full "* ]]; then
+  for f in ${FULL:-mlp tiny_cnn}; do
+    export TORCHINDUCTOR_CACHE_DIR=$O/cache_full_$f TMPDIR=$O/tmp_full_$f; rm -rf "$TORCHINDUCTOR_CACHE_DIR" "$TMPDIR"; mkdir -p "$TMPDIR"
+    for w in cold $(seq -f "warm%g" 1 "${WARM:-1}" | sed 's/^warm1$/warm/'); do
+      echo "=== $f full $w $(date -u +%H:%M:%S)"
+      python runner.py --bench --e2e $f --seeds 4 --data "$D" --json $O/full_${f}_$w.json 2>$O/full_${f}_$w.err | tail -25
     done
   done
 fi
