@@ -80,7 +80,8 @@ def test_a_failing_batch_builds_each_kernel_alone_and_releases_whoever_waits(tmp
         source, library = tmp_path / "ab" / f"key{i}.main.cpp", tmp_path / "ab" / f"key{i}.main.so"
         kernels.append(kernel_batches._Kernel(
             ["float*"], 'extern "C" void kernel(float* x) { this is not C++; }', lambda i=i: built.append(i),
-            command=f"g++ -x c++ {source} -shared -fPIC -o {library}", target=str(library)))
+            command=f"g++ -x c++ {source} -shared -fPIC -o {library}", target=str(library),
+            lock_path=str(tmp_path / f"key{i}.lock")))
     batcher = kernel_batches._Batcher()
     batcher.in_flight = 1  # as _pump leaves it when it hands the batch to a worker
     batcher._run(kernels)
@@ -93,7 +94,8 @@ def test_a_forked_child_does_not_wait_for_batches_its_parent_was_building(tmp_pa
     # A kernel queued in the parent, whose batch thread does not exist in a forked child: the child's wait
     # returns at once (its load_fn then builds what is missing), and the child gets a batcher of its own.
     kernel = kernel_batches._Kernel(["float*"], 'extern "C" void kernel(float* x) {}', lambda: None,
-                                    command="true", target=str(tmp_path / "k.main.so"))
+                                    command="true", target=str(tmp_path / "k.main.so"),
+                                    lock_path=str(tmp_path / "k.lock"))
     parent_batcher = kernel_batches._batcher
     with parent_batcher.lock:
         parent_batcher.unfinished.add(kernel)  # as add() leaves it, without starting a build

@@ -112,11 +112,14 @@ PyMODINIT_FUNC PyInit_kernel(void) { return PyModuleDef_Init(&fer_module); }
 class _Kernel:
     """One kernel waiting for its batch; inductor's ``load_fn`` waits on it as on a worker's future."""
 
-    def __init__(self, argtypes, source, worker_fn, command, target):
+    def __init__(self, argtypes, source, worker_fn, command, target, lock_path):
         self.argtypes, self.source, self.worker_fn = list(argtypes), source, worker_fn
         self.command, self.target = command, target
         self.source_path = os.path.splitext(target)[0] + ".cpp"
-        self.key = os.path.basename(target).split(".")[0]  # inductor's key: it names the module and the lock
+        self.key = os.path.basename(target).split(".")[0]  # inductor's key: it names the module
+        # The file lock inductor's own worker builds this kernel under: the batch links the library into
+        # place under the same lock, so one of the two, never both, puts it there.
+        self.lock_path = lock_path
         # the command line without this kernel's own paths: kernels whose flags agree share a batch
         self.flags = command.replace(self.source_path, "<source>").replace(target, "<library>")
         self.submitted, self.done = False, threading.Event()
@@ -203,7 +206,6 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def _build(batch: list[_Kernel]) -> bool:
     """One library for the batch, linked to each kernel's library path; False if it did not build."""
     global built_batches, batched_kernels
-    from torch._inductor.codecache import get_lock_dir
     from torch.utils._filelock import FileLock
 
     if len(batch) == 1:
@@ -238,7 +240,7 @@ def _build(batch: list[_Kernel]) -> bool:
     if done.returncode != 0:
         return False
     for k in batch:
-        with FileLock(os.path.join(get_lock_dir(), k.key + ".lock"), timeout=600):
+        with FileLock(k.lock_path, timeout=600):
             if not os.path.exists(k.target):
                 staged = f"{k.target}.{os.getpid()}.tmp"
                 os.link(library, staged)
@@ -261,7 +263,7 @@ class _Front:
                 return AsyncCompile().submit(worker_fn)
             builder = builders[0]
             kernel = _Kernel(argtypes, source_code, worker_fn, builder.get_command_line(),
-                             builder.get_target_file_path())
+                             builder.get_target_file_path(), lock_path=worker_fn.args[0])
             _batcher.add(kernel)
             return kernel
 
