@@ -18,6 +18,7 @@ def test_tiny_bench_writes_json_and_plot(tmp_path):
     assert len(rows) == 4 and any(line.startswith("mlp") for line in lines)
     doc = json.loads(path.read_text())
     assert doc["meta"]["threads"] == torch.get_num_threads() and doc["meta"]["torch"] == torch.__version__
+    assert doc["meta"]["peak_gmacs"] > 0 and "float32 matmul peak" in lines[0]
     for row in doc["rows"]:
         assert FIELDS <= set(row), FIELDS - set(row)
         assert row["step_s"] > 0 and row["compile_s"] > 0 and row["recompiles"] == 0

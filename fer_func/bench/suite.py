@@ -12,6 +12,7 @@ import torch
 
 from fer_func.bench import impls, malloc, report
 from fer_func.bench.measure import time_interleaved, time_steps
+from fer_func.study import estimate
 
 DEFAULT_MODELS = ("mlp", "simple_cnn", "regularized_cnn")
 DEFAULT_K = (1, 2, 4, 8)
@@ -39,8 +40,12 @@ def run(models=DEFAULT_MODELS, ks=DEFAULT_K, batch=DEFAULT_BATCH, steps=DEFAULT_
     device = torch.device(device)
     data = bench_data(batch, steps + warmup + 1)
     meta = machine(device)
+    # This machine's float32 matmul rate now, beside the rows: a shared VM's speed moves from run to run, and
+    # a ratio is only comparable to another measured at a similar peak (the e2e benchmark reports it too).
+    meta["peak_gmacs"] = estimate.peak_gmacs(device)
     echo(f"# {meta['date']}  device {device}{' ' + meta['gpu'] if meta['gpu'] else ''}  threads {meta['threads']} "
-         f"(cpus {meta['host_cpus']})  torch {meta['torch']}  malloc: {meta['malloc']}  batch {batch}  "
+         f"(cpus {meta['host_cpus']})  float32 matmul peak {meta['peak_gmacs']:.1f} GMAC/s  torch {meta['torch']}  "
+         f"malloc: {meta['malloc']}  batch {batch}  "
          f"{steps} timed steps ({'interleaved' if interleave else 'one implementation after another'})"
          f"{'  bf16 autocast' if bf16 else ''}{'  channels-last' if channels_last else ''}")
     echo(report.header())
