@@ -12,33 +12,34 @@ D=${DATA:-../shared/data/fer2013/fer2013.csv.gz}
 O=${OUT:-/tmp/bench_series}; mkdir -p "$O"
 PARTS=${PARTS:-lr families ct}
 echo "=== start $(date -u +%H:%M:%S) rev $(git rev-parse --short HEAD) parts: $PARTS"
+
+cold() {  # cold NAME: empty inductor stores of their own for what follows
+  export TORCHINDUCTOR_CACHE_DIR=$O/cache_$1 TMPDIR=$O/tmp_$1; rm -rf "$TORCHINDUCTOR_CACHE_DIR" "$TMPDIR"; mkdir -p "$TMPDIR"
+}
+family() {  # family FAMILY PREFIX LABEL [e2e options]: one cold run, then WARM warm ones, JSONs $O/PREFIX_FAMILY_RUN.json
+  local f=$1 prefix=$2 label=$3; shift 3
+  cold ${prefix}_$f
+  for w in cold $(seq -f "warm%g" 1 "${WARM:-1}" | sed 's/^warm1$/warm/'); do
+    echo "=== $f $label$w $(date -u +%H:%M:%S)"
+    python runner.py --bench --e2e $f --seeds 4 "$@" --data "$D" --json $O/${prefix}_${f}_$w.json 2>$O/${prefix}_${f}_$w.err | tail -25
+  done
+}
+
 if [[ " $PARTS " == *" lr "* ]]; then
-  export TORCHINDUCTOR_CACHE_DIR=$O/cache_lr TMPDIR=$O/tmp_lr; rm -rf "$TORCHINDUCTOR_CACHE_DIR" "$TMPDIR"; mkdir -p "$TMPDIR"
+  cold lr
   for i in 1 2 3; do
     echo "=== lr run $i $(date -u +%H:%M:%S)"
     python runner.py --bench --e2e lr --data "$D" --json $O/e2e_lr_$i.json 2>$O/e2e_lr_$i.err | tail -40
   done
 fi
 if [[ " $PARTS " == *" families "* ]]; then
-  for f in mlp simple_cnn tiny_cnn large_cnn regularized_cnn resnet; do
-    export TORCHINDUCTOR_CACHE_DIR=$O/cache_$f TMPDIR=$O/tmp_$f; rm -rf "$TORCHINDUCTOR_CACHE_DIR" "$TMPDIR"; mkdir -p "$TMPDIR"
-    for w in cold $(seq -f "warm%g" 1 "${WARM:-1}" | sed 's/^warm1$/warm/'); do
-      echo "=== $f $w $(date -u +%H:%M:%S)"
-      python runner.py --bench --e2e $f --seeds 4 --epochs 2 --data "$D" --json $O/k4_${f}_$w.json 2>$O/k4_${f}_$w.err | tail -25
-    done
-  done
+  for f in mlp simple_cnn tiny_cnn large_cnn regularized_cnn resnet; do family $f k4 "" --epochs 2; done
 fi
 if [[ " $PARTS " == *" full "* ]]; then
-  for f in ${FULL:-mlp tiny_cnn}; do
-    export TORCHINDUCTOR_CACHE_DIR=$O/cache_full_$f TMPDIR=$O/tmp_full_$f; rm -rf "$TORCHINDUCTOR_CACHE_DIR" "$TMPDIR"; mkdir -p "$TMPDIR"
-    for w in cold $(seq -f "warm%g" 1 "${WARM:-1}" | sed 's/^warm1$/warm/'); do
-      echo "=== $f full $w $(date -u +%H:%M:%S)"
-      python runner.py --bench --e2e $f --seeds 4 --data "$D" --json $O/full_${f}_$w.json 2>$O/full_${f}_$w.err | tail -25
-    done
-  done
+  for f in ${FULL:-mlp tiny_cnn}; do family $f full "full "; done
 fi
 if [[ " $PARTS " == *" ct "* ]]; then
-  export TORCHINDUCTOR_CACHE_DIR=$O/cache_ct TMPDIR=$O/tmp_ct; rm -rf "$TORCHINDUCTOR_CACHE_DIR" "$TMPDIR"; mkdir -p "$TMPDIR"
+  cold ct
   echo "=== compile_times $(date -u +%H:%M:%S)"
   python -m fer_func.bench.compile_times --json $O/ct.json 2>$O/ct.err | tail -30
 fi
