@@ -15,7 +15,6 @@ import types
 
 import torch
 
-from fer_func.population import early_cpp
 from fer_func.population.precompiled import Precompiled
 
 
@@ -54,8 +53,6 @@ def compile_program(fn, key=None, **options):
     and saved, so later processes load it instead of tracing it again (precompiled.py); CUDA graphs
     (``mode="reduce-overhead"``) keep the ordinary path."""
     inductor = options.get("backend", "inductor") == "inductor"
-    if inductor:
-        early_cpp.install()  # CPU kernels go to g++ as they are generated (early_cpp)
     if inductor and key is not None and "mode" not in options and hasattr(torch.compiler, "load_compiled_function"):
         return Precompiled(own_code(fn), options, repr(key))
     return torch.compile(own_code(fn), **{"fullgraph": True, "dynamic": False, **options})

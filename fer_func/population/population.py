@@ -28,7 +28,7 @@ from fer_func.optim.flat import FLAT, Ravel
 from fer_func.population.compiled import compile_options, compile_program
 from fer_func.population.evaluate import make_eval_chunk, per_class
 from fer_func.population import precision as precisions
-from fer_func.population import dtype_rules_once, fast_stride, isa_probe, slots, views
+from fer_func.population import slots, views
 from fer_func.population.cv import Folds
 from fer_func.population.plan import Plan, dropout_rates, make_plan
 from fer_func.population.step import DATA_STREAM, INIT_STREAM, NOISE_STREAM, all_finite, make_train_step
@@ -50,10 +50,6 @@ class Population:
         if mode not in ("vmap", "loop"):
             raise ValueError(f"mode = {mode!r}: must be 'vmap' or 'loop'")
         self.variants, self.device, self.dtype, self.mode = list(variants), torch.device(device), dtype, mode
-        if self.device.type == "cpu" and compile in (True, "inductor"):
-            isa_probe.start()  # inductor's ~10 s cold ISA probe, beside the step's tracing instead of after it
-            fast_stride.install()  # a cold compile's most asked question, answered without sympy.simplify
-            dtype_rules_once.install()  # ... and its most repeated set-up, done once
         self.compile = compile  # True (inductor), a dynamo backend name, or False: every program of it compiles so
         self.precision = precisions.check(precision)
         # CUDA graphs replay the compiled step with no launch overhead; elsewhere there is nothing to replay.

@@ -54,8 +54,7 @@ def signature(args) -> str:
 
 def environment() -> str:
     # The CPU by its flags and ATen's vector capability, not by inductor's ISA probe: that probe compiles
-    # and loads a test library per ISA (~10 s over an empty cache), and asking it here, before the
-    # first trace, put all of it in front of the compile instead of beside it (isa_probe.py).
+    # and loads a test library per ISA, and asking it here would put it in front of every first trace.
     from fer_func.native.threefry import _cpu_flags
     cpu = hashlib.sha256(_cpu_flags().encode()).hexdigest()[:16]
     return (f"torch {torch.__version__} | python {sys.version} | {platform.machine()} | "
@@ -116,9 +115,6 @@ class Precompiled:
                     return program
             except Exception:  # noqa: BLE001 - a file from an incompatible build: compile and replace it
                 pass
-        if self._options.get("backend", "inductor") == "inductor" and _on_cpu(args):
-            from fer_func.population import cpp_header
-            cpp_header.start()  # inductor's precompiled header, beside the trace instead of inside code generation
         program = torch.compile(self._fn, fullgraph=True, dynamic=False, **self._options).aot_compile((args, {}))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -110,9 +110,6 @@ def _run(options: RunOptions) -> Path:
         device, resources = ray_run.device_and_resources(options.device, options.ray_cpus)
     else:
         device = resolve_device(options.device)
-    if device.type == "cpu" and options.compile in (True, "inductor"):
-        from fer_func.population import isa_probe
-        isa_probe.start()  # beside the data loading and the first trace (isa_probe.py)
     print(f"profile: {options.profile or 'full'}  train images: {options.train_limit or 'all'}  device: {device}", flush=True)
     options = dataclasses.replace(options, precision=options.precision or precisions.default(device))
     precision = options.precision
