@@ -28,7 +28,7 @@ from fer_func.optim.flat import FLAT, Ravel
 from fer_func.population.compiled import compile_options, compile_program
 from fer_func.population.evaluate import make_eval_chunk, per_class
 from fer_func.population import precision as precisions
-from fer_func.population import slots, views
+from fer_func.population import compaction, slots, views
 from fer_func.population.cv import Folds
 from fer_func.population.plan import Plan, dropout_rates, make_plan
 from fer_func.population.step import DATA_STREAM, INIT_STREAM, NOISE_STREAM, all_finite, make_train_step
@@ -77,6 +77,12 @@ class Population:
         self.stopped_epoch = np.full(len(self.variants), -1, dtype=np.int64)
         self.history: list[dict] = []
         self.timing = {"compile_s": 0.0, "step_s": 0.0, "steps": 0}
+        # Which variants the carry and hp hold, in order: all of them until compact() drops the ended
+        # ones, whose final states wait in _parked (variant index -> member). Everything indexed by
+        # variant (variants, best, history records, early-stopping counters) stays K-wide.
+        self.live = np.arange(len(self.variants))
+        self._parked: dict[int, dict] = {}
+        self._new_k, self._epoch_compile_s = False, 0.0  # the next step runs at a K not run before; compile time this epoch
         self._build_state()
         if self.folds is not None:
             self._fold_val = self.folds.val_split(self.train_x, self.train_y)
@@ -153,7 +159,7 @@ class Population:
         In a mixed-optimizer population the state is a ``select`` over rules; the member keeps only
         its active rule's state, which is what a solo run with that optimizer carries.
         """
-        m = tree.clone(tree.index(self.carry, i))
+        m = tree.clone(self._parked[i] if i in self._parked else tree.index(self.carry, self._position(i)))
         if "choices" in m["opt_state"]:
             m["opt_state"] = optim.active_state(self.optimizers[i], m["opt_state"])
         return m
@@ -165,7 +171,7 @@ class Population:
             return self.folds.epoch_order(self.hp["data_key"], [epoch - int(s) for s in self.slot_start])
         n = self.plan.num_train
         return torch.stack([prng.permutation(prng.fold_in(k, epoch - int(s)), n)
-                            for k, s in zip(self.hp["data_key"], self.slot_start)])
+                            for k, s in zip(self.hp["data_key"], self.slot_start[self.live])])
 
     # --- slots (a search's trials come and go; fer_func/population/slots.py) ---------------------
 
@@ -173,6 +179,7 @@ class Population:
         """Slot ``i`` starts ``variant`` afresh: parameters from its seed's init stream, fresh optimizer,
         schedule and counters, no best epoch yet. Call between epochs. Nothing recompiles: the
         variant must fit the population's static structure (its own variants plus ``room``)."""
+        self._require_whole("assign")
         self._check_fits(variant)
         self.variants[i] = variant
         self.optimizers[i] = self._optimizer_for(variant)
@@ -190,6 +197,7 @@ class Population:
         """Slot ``j`` takes slot ``src[j]``'s whole state (weights, BN statistics, optimizer and schedule
         state, counters, best checkpoint, seed streams, variant config): PBT's exploit, as one gather
         over the K axis on the device. ``src[j] == j`` keeps a slot as it is."""
+        self._require_whole("copy_slots")
         index = torch.as_tensor(src, dtype=torch.int64, device=self.device)
         self.carry, self.hp, self.best = (slots.gather(t, index) for t in (self.carry, self.hp, self.best))
         self.variants = [self.variants[s] for s in src]
@@ -200,6 +208,7 @@ class Population:
     def set_hparams(self, i: int, variant: VariantConfig):
         """Slot ``i`` keeps its weights and training state and continues under ``variant``'s
         hyperparameters (PBT's explore). ``variant`` must keep the slot's optimizer rule."""
+        self._require_whole("set_hparams")
         self._check_fits(variant)
         if variant.optimizer.rule != self.variants[i].optimizer.rule:
             raise ValueError(f"set_hparams: slot {i} runs {self.variants[i].optimizer.rule}, not "
@@ -212,8 +221,47 @@ class Population:
 
     def freeze(self, i: int):
         """Slot ``i`` trains no more (its state and best checkpoint stay as they are)."""
-        mask = torch.arange(len(self.variants), device=self.device) == i
+        if i in self._parked:
+            return
+        mask = torch.as_tensor(self.live == i, device=self.device)
         self.hp = slots.freeze(self.hp, mask)
+
+    # --- compaction (fer_func/population/compaction.py) ------------------------------------------
+
+    def ended(self) -> np.ndarray:
+        """(K,) bool: the variant diverged or stopped early; it trains no more."""
+        return self.diverged() | (self.stopped_epoch >= 0)
+
+    def diverged(self) -> np.ndarray:
+        """(K,) bool: the variant's training went non-finite (a parked variant keeps its flag)."""
+        out = np.zeros(len(self.variants), dtype=bool)
+        out[self.live] = self.carry["diverged"].cpu().numpy()
+        for i, m in self._parked.items():
+            out[i] = bool(m["diverged"])
+        return out
+
+    def compact(self) -> bool:
+        """Between epochs: drop the ended variants from the computed carry, so the step runs at the
+        smaller K (compiled, or loaded, once for it). Every number a live variant computes stays
+        the same; an ended one keeps its best network, history and final state. Returns whether
+        anything was dropped. A search's slots and cross-validation folds are never compacted."""
+        if self.step_in_epoch or self.folds is not None or self.room:
+            return False
+        keep = compaction.live_positions(self.ended()[self.live])
+        if len(keep) in (0, len(self.live)):
+            return False
+        self.carry, self.hp, parked = compaction.split(self.carry, self.hp, keep)
+        self._parked.update({int(self.live[j]): m for j, m in parked.items()})
+        self.live, self._new_k = self.live[keep], True
+        return True
+
+    def _position(self, i: int) -> int:
+        return int(np.flatnonzero(self.live == i)[0])
+
+    def _require_whole(self, what: str):
+        if len(self.live) != len(self.variants):
+            raise RuntimeError(f"{what}: this population was compacted to {len(self.live)} of {len(self.variants)} "
+                               "variants; slots can be changed only in a whole population")
 
     def slot_epoch(self, i: int) -> int:
         """Epochs slot ``i``'s current variant has completed."""
@@ -245,7 +293,7 @@ class Population:
             self.carry = self._step(self.carry, self.hp, self.train_x, self.train_y, self.class_weight, perm, j)
         else:
             outs = [self._step(tree.index(self.carry, i), tree.index(self.hp, i), self.train_x, self.train_y,
-                               self.class_weight, perm[i], j) for i in range(len(self.variants))]
+                               self.class_weight, perm[i], j) for i in range(len(self.live))]
             self.carry = tree.stack(outs)
 
     def train_epoch(self, progress: Callable[[int], None] | None = None,
@@ -257,15 +305,15 @@ class Population:
         mid-epoch exactly (same data order, same keys, same metric sums).
         """
         t0 = time.perf_counter()
-        if self.timing["steps"] == 0:
-            self._first_epoch = self.epoch
         perm = self.epoch_order(self.epoch)
         for j in range(self.step_in_epoch, self.plan.steps_per_epoch):
-            if self.timing["steps"] == 0:
+            if self.timing["steps"] == 0 or self._new_k:  # compiles (or loads) the program for this K: timed apart
                 t = time.perf_counter()
                 self.step(perm, self._js[j])
                 self._sync()
-                self.timing["compile_s"] = time.perf_counter() - t
+                took = time.perf_counter() - t
+                self.timing["compile_s"] = took if self.timing["steps"] == 0 else self.timing["compile_s"] + took
+                self._epoch_compile_s, self._new_k = self._epoch_compile_s + took, False
             else:
                 self.step(perm, self._js[j])
             self.timing["steps"] += 1
@@ -295,8 +343,6 @@ class Population:
         self.carry["diverged_step"] = torch.where(newly, self.carry["step"], self.carry["diverged_step"])
         mt = self.carry["metrics"]
         count = mt["count"].clamp(min=1)
-        train_loss = (mt["loss_sum"] / count).double().cpu().numpy()
-        train_acc = (mt["correct"] / count).double().cpu().numpy()
         val = self.evaluate("val")
         pick = torch.func.vmap(tree.where)
         # Plateau watches validation accuracy in mode "max" and validation loss in mode "min" (torch's
@@ -305,29 +351,48 @@ class Population:
         watched = torch.where(self.carry["sched"]["mode_max"], as_t(val["acc"]), as_t(val["loss"]))
         stepped = torch.func.vmap(schedules.after_epoch)(self.carry["sched"], watched)
         # A diverged or early-stopped variant is frozen: its schedule does not move either.
-        frozen = self.carry["diverged"] | torch.as_tensor(self.stopped_epoch >= 0, device=self.device)
+        live = torch.as_tensor(self.live, device=self.device)
+        frozen = self.carry["diverged"] | torch.as_tensor(self.stopped_epoch[self.live] >= 0, device=self.device)
         self.carry["sched"] = pick(frozen, self.carry["sched"], stepped)
+        # The best networks are kept for every variant (K-wide); the computed ones update their rows.
         best_before = self.best["val_acc"].cpu().numpy()
-        improved = (torch.as_tensor(val["acc"], device=self.device) > self.best["val_acc"]) & finite
-        self.best["params"] = pick(improved, self.carry["params"], self.best["params"])
-        self.best["model_state"] = pick(improved, self.carry["model_state"], self.best["model_state"])
-        self.best["val_acc"] = torch.where(improved, torch.as_tensor(val["acc"], device=self.device), self.best["val_acc"])
-        own_epoch = torch.as_tensor(self.epoch - self.slot_start, device=self.device)
-        self.best["epoch"] = torch.where(improved, own_epoch, self.best["epoch"])
-        self._early_stop(val["acc"], best_before)
+        acc = torch.as_tensor(val["acc"], device=self.device)
+        improved = (acc > self.best["val_acc"][live]) & finite
+        for key in ("params", "model_state"):
+            kept = slots.gather(self.best[key], live)
+            self.best[key] = slots.scatter(self.best[key], live, pick(improved, self.carry[key], kept))
+        own_epoch = torch.as_tensor(self.epoch - self.slot_start[self.live], device=self.device)
+        for key, new in (("val_acc", acc), ("epoch", own_epoch)):
+            self.best[key] = self.best[key].index_copy(0, live, torch.where(improved, new, self.best[key][live]))
+        # Per-variant numbers, K-wide: an ended variant that compaction parked records what its frozen
+        # slot would (no training steps: zero train metrics; unchanged parameters: its last val and lr).
+        last = self.history[-1] if self.history else {}  # parked variants exist only after a record
+        train_loss = self._widen((mt["loss_sum"] / count).double().cpu().numpy(), 0.0)
+        train_acc = self._widen((mt["correct"] / count).double().cpu().numpy(), 0.0)
+        val_acc = self._widen(val["acc"], last.get("val_acc", np.nan))
+        val_loss = self._widen(val["loss"], last.get("val_loss", np.nan))
+        lr = self._widen(optim.get_hparam(self.carry["opt_state"], "lr").double().cpu().numpy(), last.get("lr", np.nan))
+        self._early_stop(val_acc, best_before)
         self.carry["metrics"] = tree.tree_map(torch.zeros_like, mt)
-        diverged = self.carry["diverged"].cpu().numpy()
+        diverged = self.diverged()
         record = {"epoch": self.epoch, "train_loss": np.where(diverged, np.nan, train_loss), "train_acc": train_acc,
-                  "val_loss": val["loss"], "val_acc": val["acc"],
-                  "lr": optim.get_hparam(self.carry["opt_state"], "lr").double().cpu().numpy(),
+                  "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
                   "diverged": diverged, "stopped": self.stopped_epoch >= 0, "epoch_s": train_s}
         self.history.append(record)
-        # Steady-state step time: the first step of a process includes compilation (reported apart).
-        compiled_here = self.epoch == self._first_epoch
+        # Steady-state step time: a step that compiled (a process's first, or the first after compact())
+        # is reported apart.
+        compiled_here = self._epoch_compile_s > 0
         self.epoch += 1
         steps = self.plan.steps_per_epoch - compiled_here
-        self.timing["step_s"] = (train_s - compiled_here * self.timing["compile_s"]) / max(steps, 1)
+        self.timing["step_s"] = (train_s - self._epoch_compile_s) / max(steps, 1)
+        self._epoch_compile_s = 0.0
         return record
+
+    def _widen(self, live_values: np.ndarray, parked) -> np.ndarray:
+        """(K,) from the computed variants' values; ``parked`` (a number, or K values) for the others."""
+        full = np.array(np.broadcast_to(parked, (len(self.variants),)), dtype=np.float64)
+        full[self.live] = live_values
+        return full
 
     def _early_stop(self, val_acc, best_before):
         """A variant with ``early_stopping.patience = P`` that has not raised its best validation
@@ -338,7 +403,7 @@ class Population:
         patience = np.array([v.early_stopping.patience for v in self.variants])
         # Diverged variants (this epoch or any before: carry["diverged"] is already updated) are frozen
         # for that reason and are not reported as stopped.
-        running = (self.stopped_epoch < 0) & ~self.carry["diverged"].cpu().numpy()
+        running = (self.stopped_epoch < 0) & ~self.diverged()
         stop = running & (patience > 0) & (self.since_gain >= patience)
         for i in np.flatnonzero(stop):
             self.stopped_epoch[i] = self.slot_epoch(int(i))  # the own epoch just completed, 0-based
@@ -347,8 +412,7 @@ class Population:
     @property
     def all_stopped(self) -> bool:
         """Every variant has stopped early or diverged: further epochs would change nothing."""
-        diverged = self.carry["diverged"].cpu().numpy()
-        return bool(np.all((self.stopped_epoch >= 0) | diverged))
+        return bool(np.all(self.ended()))
 
     # --- evaluation ----------------------------------------------------------------------------
 
@@ -377,7 +441,7 @@ class Population:
             else:
                 pick = (lambda t, i: t[i]) if per_variant else (lambda t, i: t)
                 outs = [self._eval(tree.index(params, i), tree.index(model_state, i), pick(x, i), pick(y, i), s,
-                                   pick(n, i)) for i in range(len(self.variants))]
+                                   pick(n, i)) for i in range(_leading(params))]
                 l, c, p = (torch.stack([o[j] for o in outs]) for j in range(3))
             if first:  # the first call compiles the eval program: report it apart, like the step's
                 self._sync()
@@ -415,9 +479,9 @@ class Population:
                              "own Training fold, which an ensemble cannot share; use 'test'")
         params = self.carry["params"] if params is None else params
         model_state = self.carry["model_state"] if model_state is None else model_state
-        k = len(self.variants)
+        k = _leading(params)
         if members is None:  # as the report's means: a diverged variant is left out unless asked for
-            members = ~self.carry["diverged"].cpu().numpy()
+            members = ~(self.diverged() if k == len(self.variants) else self.carry["diverged"].cpu().numpy())
             members = members if members.any() else None  # all diverged: no ensemble to report
         else:
             members = views.member_indices(members, k)  # a mistake fails here, before any evaluation
@@ -458,14 +522,14 @@ class Population:
         val_acc = self.best["val_acc"].cpu().numpy()
         if (val_acc < 0).any():
             val_acc = self.evaluate("val", self.best["params"], self.best["model_state"])["acc"]
-        out = []
+        out, diverged = [], self.diverged()
         for i, v in enumerate(self.variants):
             best_epoch = int(self.best["epoch"][i])
             rec = self.history[best_epoch + int(self.slot_start[i])] if best_epoch >= 0 else self.history[-1]
             train_acc = float(rec["train_acc"][i])
             out.append({"train_acc": train_acc, "val_acc": float(val_acc[i]), "test_acc": float(test["acc"][i]),
                         "test_loss": float(test["loss"][i]), "best_epoch": best_epoch,
-                        "gap": train_acc - float(val_acc[i]), "diverged": bool(self.carry["diverged"][i]),
+                        "gap": train_acc - float(val_acc[i]), "diverged": bool(diverged[i]),
                         "stopped_epoch": int(self.stopped_epoch[i]) if self.stopped_epoch[i] >= 0 else None,
                         "confusion": test["confusion"][i].tolist(), "per_class": per_class(test["confusion"][i])})
         return (out, test["probs"]) if with_probs else out
@@ -478,6 +542,7 @@ class Population:
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "epoch_s": self._epoch_s,
                 "slot_start": self.slot_start.tolist(), "hp": self.hp,
                 "early": {"since_gain": self.since_gain.tolist(), "stopped_epoch": self.stopped_epoch.tolist()},
+                "live": self.live.tolist(), "parked": [[i, m] for i, m in sorted(self._parked.items())],
                 "carry": self.carry, "best": self.best, "history": history, "timing": dict(self.timing)}
 
     def load_state_dict(self, sd: dict):
@@ -493,6 +558,13 @@ class Population:
             self.stopped_epoch = np.asarray(sd["early"]["stopped_epoch"], dtype=np.int64)
         if "hp" in sd:  # slots a search froze or refilled (older checkpoints rebuild hp from the variants)
             self.hp = tree.to(sd["hp"], self.device)
+        self.live = np.asarray(sd.get("live", range(len(self.variants))), dtype=np.int64)  # compacted: fewer
+        self._parked = {int(i): tree.to(m, self.device) for i, m in sd.get("parked", [])}
+
+
+def _leading(tree_of_stacked) -> int:
+    """K of a stacked tree: the leading dimension of its leaves."""
+    return int(tree.leaves(tree_of_stacked)[0].shape[0])
 
 
 def _flat_grad_acc(carry: dict) -> dict:

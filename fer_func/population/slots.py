@@ -5,6 +5,7 @@ with tensor ops on the device, never with a checkpoint file or a recompile:
 
     put(stacked, i, member)   slot ``i`` takes ``member`` (a new trial starts there)
     gather(stacked, src)      slot ``j`` takes slot ``src[j]``'s state (PBT's exploit: losers copy winners)
+    scatter(stacked, idx, m)  slot ``idx[j]`` takes member ``j`` of ``m`` (a compacted population's rows)
     freeze(hp, mask)          masked slots stop training (no trial left to run there)
     with_hparams_of(old, new) ``old``'s weights, buffers and counters with ``new``'s hyperparameters
 
@@ -29,6 +30,11 @@ def put(stacked, i: int, member):
 def gather(stacked, src: torch.Tensor):
     """Member ``j`` of the result is member ``src[j]`` of ``stacked``: one index_select per leaf, on the device."""
     return tree.tree_map(lambda s: s.index_select(0, src.to(s.device)), stacked)
+
+
+def scatter(stacked, index: torch.Tensor, members):
+    """``stacked`` with member ``index[j]`` replaced by member ``j`` of ``members`` (also stacked)."""
+    return tree.tree_map(lambda s, m: s.index_copy(0, index.to(s.device), m.to(s.dtype)), stacked, members)
 
 
 def freeze(hp: dict, mask: torch.Tensor) -> dict:

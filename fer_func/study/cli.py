@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--seeds", type=int, default=1, metavar="N", help="replicate every configuration with seeds s, s+1, ..., s+N-1")
     how.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto: cuda when available")
     how.add_argument("--no-compile", action="store_true", help="run eagerly (no torch.compile): slower steps, no compile wait")
+    how.add_argument("--no-compact", action="store_true",
+                     help="keep diverged and early-stopped variants in the step (default: once enough of a population "
+                          "has ended that the saved steps outweigh a compile, it goes on with the live ones)")
     how.add_argument("--precision", choices=("fp32", "tf32", "bf16"),
                      help="default tf32 on CUDA, fp32 on a CPU; bf16: bf16 autocast forward, float32 weights and optimizer")
     how.add_argument("--cuda-graphs", action="store_true",
@@ -156,7 +159,7 @@ def to_options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(study=args.study, experiment=args.experiment, all=args.all, resume=args.resume, search=search,
                       experiments=args.experiments, data=args.data, epochs=args.epochs, cv=args.cv,
                       train_limit=args.train_limit,
-                      seeds=args.seeds, device=args.device, compile=not args.no_compile, dtype=args.dtype,
+                      seeds=args.seeds, device=args.device, compile=not args.no_compile, compact=not args.no_compact, dtype=args.dtype,
                       precision=args.precision, cuda_graphs=args.cuda_graphs, wandb=args.wandb, out=args.out,
                       overrides=tuple(args.overrides), bench=bench, profile=args.profile, max_k=args.max_k,
                       ray=args.ray, ray_cpus=args.ray_cpus, ray_storage=args.ray_storage)

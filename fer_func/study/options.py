@@ -56,6 +56,7 @@ class RunOptions:
     seeds: int = 1                     # replicate every configuration with seeds seed, seed+1, ...
     device: str = "auto"               # "auto" (cuda if available), "cpu" or "cuda"
     compile: bool = True               # torch.compile the population step
+    compact: bool = True               # drop ended variants from a population's step once that pays (compaction.py)
     dtype: str = "float32"             # parameter/activation dtype; float64 for exact equivalence checks
     precision: str | None = None       # fp32, tf32 or bf16 (population/precision.py); None: tf32 on CUDA, else fp32
     cuda_graphs: bool = False          # replay the compiled step as a CUDA graph (CUDA only)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from fer_func import data as fer_data
 from fer_func.bench.suite import machine
 from fer_func.models import build_from
-from fer_func.population import Population
+from fer_func.population import Population, compaction
 from fer_func.study import checkpoint, ensembles, experiments, report
 from fer_func.population import precision as precisions
 from fer_func.study.options import RunOptions, resolve_device
@@ -216,7 +216,7 @@ def train_population(group, g: int, n_groups: int, data, options: RunOptions, de
             on_epoch(e)
     store: dict = {}
     with checkpoint.BackgroundSaver() as saver:  # each epoch's checkpoint is written while the next trains,
-        _train(pop, group, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progress_bar)
+        _train(pop, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progress_bar, options.compact)
         finished, probs = pop.finish(with_probs=True)  # and the last one while the best networks are tested
         ensembles.collect(pop, group, need, chosen, store, probs)  # PrivateTest probabilities, while pop is here
     finals = [{**{k: final[k] for k in ("train_acc", "val_acc", "test_acc", "best_epoch", "gap", "per_class",
@@ -243,10 +243,10 @@ def _gather(outcome: dict, group, entries: dict, store: dict, results: dict) -> 
     results["populations"][outcome["g"]].update(timing, **outcome.get("placement", {}))
 
 
-def _train(pop, group, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progress_bar):
+def _train(pop, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progress_bar, compact):
     plan = pop.plan
     while pop.epoch < plan.epochs and not pop.all_stopped:  # every variant stopped early: the population ends
-        desc = f"pop {g + 1}/{n_groups} {plan.model.name} K={len(group)} epoch {pop.epoch + 1}/{plan.epochs}"
+        desc = f"pop {g + 1}/{n_groups} {plan.model.name} K={len(pop.live)} epoch {pop.epoch + 1}/{plan.epochs}"
         with tqdm(total=plan.steps_per_epoch, initial=pop.step_in_epoch, desc=desc, unit="step",
                   dynamic_ncols=True, leave=True, disable=not progress_bar) as bar:
             first, start = pop.timing["steps"] == 0, pop.step_in_epoch
@@ -262,9 +262,15 @@ def _train(pop, group, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progre
                 checkpoint.save(ckpt, pop.state_dict())
                 raise Interrupted.at(run_dir)
             best = float(record["val_acc"].max())
-            samples = plan.micro_batch * plan.steps_per_epoch * len(group)
+            samples = plan.micro_batch * plan.steps_per_epoch * len(pop.live)
             bar.set_postfix_str(f"compile {pop.timing['compile_s']:.1f}s, {samples / record['epoch_s']:.0f} "
                                 f"variant-samples/s, best val {100 * best:.1f}%")
+        live = int((~pop.ended()).sum())
+        if compact and compaction.worth_it(len(pop.live), live, record["epoch_s"], plan.epochs - pop.epoch,
+                                           pop.timing["compile_s"] + pop.timing.get("eval_compile_s", 0.0)):
+            print(f"pop {g + 1}/{n_groups}: {len(pop.live) - live} variants ended; continuing with the {live} live "
+                  f"ones (compiles the step for K={live})", flush=True)
+            pop.compact()
         saver.save(ckpt, pop.state_dict())
         on_epoch(record)
         if stop():
