@@ -18,6 +18,7 @@ _EPILOG = """\
 examples:
   python runner.py export runs/2026-01-01_12-00-00_lr --out model.pt           # best variant, state_dict
   python runner.py export runs/2026-01-01_12-00-00_lr --variant ensemble --out lr.onnx
+  python runner.py export runs/2026-01-01_12-00-00_search-tiny-tpe --out best_trial.pt2   # a search's best trial
   python runner.py predict model.pt group.jpg photos/ --annotate boxed/      # every face found, boxes drawn
   python runner.py predict model.pt2 'crops/*.png' --no-detect --csv predictions.csv
 """
@@ -33,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--variant", default="best", metavar="ID|best|ensemble",
                    help="a variant id from results.json; 'best' (default: highest best-epoch val acc, as summary.md); "
                         "'ensemble': every non-diverged variant with the best one's architecture, softmax averaged")
-    e.add_argument("--format", choices=("state_dict", "torchscript", "onnx"),
-                   help="default from --out's suffix: .onnx -> onnx, .ts/.torchscript/.jit -> torchscript, else state_dict")
+    e.add_argument("--format", choices=("state_dict", "pt2", "safetensors", "torchscript", "onnx"),
+                   help="default from --out's suffix: .pt2 -> pt2 (torch.export), .safetensors -> safetensors, "
+                        ".onnx -> onnx, .ts/.torchscript/.jit -> torchscript (deprecated by torch), else state_dict")
     e.add_argument("--out", type=Path, required=True, metavar="FILE", help="the file to write; FILE.json goes beside it")
     r = sub.add_parser("predict", help="class probabilities of the faces in image files",
                        description="Find the faces in every image (OpenCV's Haar cascade) and print each face's box, "
