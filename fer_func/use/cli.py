@@ -61,6 +61,9 @@ def _export(args) -> int:
     print(f"wrote {out} ({meta['format']}, {meta['kind']} of {len(ids)}: {', '.join(ids)}) and {meta_path}")
     for skipped in meta["left_out"]:
         print(f"  left out of the ensemble: {skipped['id']} ({skipped['why']})")
+    if meta["format"] == "torchscript":
+        print("note: torch deprecates TorchScript (torch.jit warns so since 2.14); for a file that later torch "
+              "versions load, export with --format pt2 (torch.export) or safetensors", file=sys.stderr)
     return 0
 
 
