@@ -233,16 +233,18 @@ def test_user_mistakes_exit_2_with_one_line_naming_the_file(run_dir, exported, t
         assert err.startswith("error: ") and "\n" not in err and named in err, (argv, err)
 
 
-@pytest.fixture(scope="module")
-def search_dir(tmp_path_factory):
-    """A finished Optuna search (test_search.py's tiny MLP space, 3 one-epoch trials in 2 slots)."""
+@pytest.fixture(scope="module", params=["tpe", "pbt"])
+def search_dir(tmp_path_factory, request):
+    """A finished search of test_search.py's tiny MLP space: Optuna (3 one-epoch trials in 2 slots) or PBT
+    (2 members, 2 epochs)."""
     from test_search import EXPERIMENT
     out = tmp_path_factory.mktemp("search")
     (out / "experiments.toml").write_text(EXPERIMENT)
     data = tiny_fer2013(out / "fer2013.csv", (("Training", 128), ("PublicTest", 48), ("PrivateTest", 48)))
-    assert cli.main(["--search", "tiny", "--experiments", str(out / "experiments.toml"), "--trials", "3", "--k", "2",
-                     "--epochs", "1", "--profile", "full", "--no-compile", "--wandb", "disabled", "--data", str(data),
-                     "--out", str(out / "runs")]) == 0
+    budget = ["--trials", "3", "--epochs", "1"] if request.param == "tpe" else ["--epochs", "2"]
+    assert cli.main(["--search", "tiny", "--experiments", str(out / "experiments.toml"), "--method", request.param,
+                     "--k", "2", *budget, "--profile", "full", "--no-compile", "--wandb", "disabled",
+                     "--data", str(data), "--out", str(out / "runs")]) == 0
     (run,) = (out / "runs").iterdir()
     return run
 
@@ -255,14 +257,19 @@ def test_a_search_exports_its_best_trials_best_epoch_weights(search_dir, faces, 
     meta = meta_of(path)
     assert meta["source"]["variants"] == [f"trial-{best['trial']}"] and meta["val_acc"] == best["val_acc"]
     assert meta["test_acc"] == best["test_acc"] and meta["model"]["name"] == "mlp"
-    driver = checkpoint.load(search_dir / "checkpoints" / "search.pt")["driver"]
-    champion = driver["champion"]
-    assert champion["number"] == best["trial"]
+    ckpt = checkpoint.load(search_dir / "checkpoints" / "search.pt")
+    if "champion" in ckpt["driver"]:  # Optuna: the best finished trial's weights, kept by the driver
+        champion = ckpt["driver"]["champion"]
+        assert champion["number"] == best["trial"]
+        params, state = champion["params"], champion["model_state"]
+    else:  # PBT: the best member's row of the population's best state
+        pop_best = ckpt["population"]["best"]
+        params, state = ({k: t[best["trial"]] for k, t in tree.items()}
+                         for tree in (pop_best["params"], pop_best["model_state"]))
     from fer_func.search.run import Setup, _resolve
     from fer_func.study.options import RunOptions
     variant = Setup(_resolve(RunOptions(resume=search_dir, device="cpu"))).variant(best["params"])
-    want, _ = build_from(variant.model).apply(champion["params"], champion["model_state"],
-                                              (as_input(faces) - MEAN) / STD, train=False)
+    want, _ = build_from(variant.model).apply(params, state, (as_input(faces) - MEAN) / STD, train=False)
     with torch.no_grad():
         torch.testing.assert_close(run_file(path, fmt, as_input(faces)), want)
         torch.testing.assert_close(load_model(path).logits(as_input(faces)), want)
