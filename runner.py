@@ -2,8 +2,8 @@
 
 Parsing lives in fer_func/study/cli.py (importable and testable); this file makes the one call.
 On Linux it first re-executes itself with glibc malloc tuned for training (big freed tensors stay
-in the heap instead of being unmapped and page-faulted back every step: up to 3x faster CPU steps,
-see docs/bench.md); ``FER_FUNC_MALLOC=system`` keeps glibc's defaults.
+in the heap instead of being unmapped and page-faulted back every step, which a population's large
+tensors pay for on every step; see docs/bench.md); ``FER_FUNC_MALLOC=system`` keeps glibc's defaults.
 """
 import sys
 

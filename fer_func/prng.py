@@ -69,7 +69,7 @@ def _blocks(key: torch.Tensor, n: int):
         empty = key.new_empty((*key.shape[:-1], n))
         return empty, empty
     if key.device.type == "cpu" and threefry_native.library() is not None:
-        # The native kernel eagerly too: an mlp's 1.2 M first-layer weights took ~0.25 s per variant
+        # The native kernel eagerly too: a large layer's init (an mlp's 1.2 M first-layer weights) is slow
         # through the torch cipher. blocks_op, not the kernel itself, so that vmap (slot re-init) still works.
         out = blocks_op(key, n)
         return out[..., 0], out[..., 1]
@@ -94,12 +94,12 @@ def _cipher(rows: torch.Tensor, n: int, offset: torch.Tensor) -> torch.Tensor:
     """Threefry of counters ``(0, offset[b] + i)`` for ``i < n`` under each row's key: ``(B, 2)``, ``(B,)`` -> ``(B, n, 2)``.
 
     Every opaque use (:func:`blocks_op` with offset 0, :func:`fold_op` with the folded data as offset)
-    comes here. On CPU it is the native kernel (fer_func/native: uint32 lanes, bit-identical, ~40x
+    comes here. On CPU it is the native kernel (fer_func/native: uint32 lanes, bit-identical, much
     faster than inductor's int64 code for it, and nothing to compile); elsewhere, or where no C++
     compiler builds that kernel, it is one compiled program for every use. Keys of any rank go in as
     one (B, 2) batch, with B and n both at least 2, because dynamic shapes still specialise a size of
     1 (and every new rank or
-    specialisation is another ~25 s compile on a cold cache). The inputs are fresh tensors, not
+    specialisation is another compile on a cold cache). The inputs are fresh tensors, not
     views (dynamo also guards on a view's base), made in inference mode, because their dispatch keys
     are guarded too and differ between callers (eager, vmap, a compiled graph's runtime). No duck
     sizing either: it would tie B to the word axis (both 2) or to n when they happen to match.
@@ -109,8 +109,8 @@ def _cipher(rows: torch.Tensor, n: int, offset: torch.Tensor) -> torch.Tensor:
         return native
     global _compiled_cipher
     if _compiled_cipher is None:
-        # Without vectorised loop tails: a cold compile of 15 s instead of 21 s on a 2-core CPU, for
-        # about 10% more time per draw (22.4 vs 20.2 ms for 1.4 M blocks, a few ms of a training step).
+        # Without vectorised loop tails: a noticeably shorter cold compile for slightly more time per
+        # draw, which is a small part of a training step.
         _compiled_cipher = torch.compile(_batch_cipher, dynamic=True, options={"cpp.enable_loop_tail_vec": False})
     b, m = rows.shape[0], max(n, 2)
     if b == 1:
@@ -158,7 +158,7 @@ def fold_op(key: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
 
     A population step folds its step counter into its noise key every micro-step; inlined, that
     one cipher was a ~120-op kernel that inductor generated, vectorised and compiled in every
-    population's step (about 4 s of C++ generation of a regularized_cnn step's). Here it runs on
+    population's step (seconds of C++ generation in a regularized_cnn step's cold compile). Here it runs on
     the cipher program :func:`blocks_op` already compiled, counter ``(0, data)``.
     """
     rows = key.reshape(-1, 2)

@@ -26,8 +26,8 @@ from fer_func.use import load_model
 ONNX = "onnx" if all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime")) else \
     pytest.param("onnx", marks=pytest.mark.skip(reason="onnx, onnxscript or onnxruntime not installed "
                                                       "(pip install -e '.[onnx]')"))
-FORMATS = ["state_dict", "torchscript", ONNX]
-SUFFIX = {"state_dict": ".pt", "torchscript": ".ts", "onnx": ".onnx"}
+FORMATS = ["state_dict", "pt2", "safetensors", "torchscript", ONNX]
+SUFFIX = {"state_dict": ".pt", "pt2": ".pt2", "safetensors": ".safetensors", "torchscript": ".ts", "onnx": ".onnx"}
 SMALL = ["--experiment", "08", "--set", "model.knobs.channels=[4,8]", "--set", "grid.optimizer.lr=[0.01,0.001]",
          "--set", 'grid.schedule.name=["constant"]', "--set", "grid.model.knobs.fc=[[16],[8]]",
          "--epochs", "1", "--no-compile", "--device", "cpu", "--wandb", "disabled"]
@@ -114,6 +114,17 @@ def run_file(path, fmt, x):
         ref = build_from(ModelConfig(**payload["model"])).reference().eval()
         ref.load_state_dict(payload["state_dict"])
         return ref((x - MEAN) / STD)
+    if fmt == "safetensors":  # the header's model entry alone rebuilds the reference module
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata()
+        ref = build_from(ModelConfig(**json.loads(header["model"]))).reference().eval()
+        ref.load_state_dict(load_file(str(path)))
+        norm = json.loads(header["fer_func"])["input"]
+        return ref((x - norm["mean"]) / norm["std"])
+    if fmt == "pt2":
+        return torch.export.load(str(path)).module()(x)
     if fmt == "torchscript":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
@@ -134,6 +145,8 @@ def test_best_variant_exports_its_best_epoch_logits(run_dir, entries, exported, 
     with torch.no_grad():
         torch.testing.assert_close(run_file(path, fmt, as_input(faces)), want)
         torch.testing.assert_close(load_model(path).logits(as_input(faces)), want)
+        if fmt == "pt2":  # one program for any batch: its batch dimension is symbolic
+            torch.testing.assert_close(run_file(path, fmt, as_input(faces[:1])), want[:1])
 
 
 def test_a_variant_by_id_from_the_second_population(run_dir, entries, exported, faces):
@@ -144,7 +157,7 @@ def test_a_variant_by_id_from_the_second_population(run_dir, entries, exported, 
                                    population_logits(run_dir, entries, vid, faces))
 
 
-@pytest.mark.parametrize("fmt", ["state_dict", ONNX])
+@pytest.mark.parametrize("fmt", ["state_dict", "pt2", "safetensors", ONNX])
 def test_ensemble_is_the_softmax_average_of_the_best_variants_architecture(run_dir, entries, exported, faces, fmt):
     path = exported("ensemble", fmt)
     meta = meta_of(path)
@@ -179,7 +192,8 @@ def test_predict_prints_one_line_per_image_with_probabilities(run_dir, entries, 
                                                               capsys):
     files = write_images(tmp_path / "imgs", faces)
     table = tmp_path / "out" / "p.csv"
-    assert cli.main(["predict", str(exported("best", fmt)), str(tmp_path / "imgs"), "--csv", str(table)]) == 0
+    assert cli.main(["predict", str(exported("best", fmt)), str(tmp_path / "imgs"), "--csv", str(table),
+                     "--no-detect"]) == 0  # whole images; tests/test_faces.py checks detection
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines] == [str(f) for f in files]
     for line in lines:
@@ -189,7 +203,7 @@ def test_predict_prints_one_line_per_image_with_probabilities(run_dir, entries, 
         assert sum(probs.values()) == pytest.approx(1, abs=1e-3) and top == max(probs, key=probs.get)
     rows = list(csv.DictReader(table.open()))
     assert len(rows) == len(files)
-    first = torch.tensor([float(rows[0][c]) for c in list(rows[0])[2:]], dtype=torch.float64)
+    first = torch.tensor([float(rows[0][c]) for c in probs], dtype=torch.float64)
     # a 48x48 grey PNG goes through untouched: predict equals the population's own network on it
     (vid,) = meta_of(exported("best", fmt))["source"]["variants"]
     want = population_logits(run_dir, entries, vid, faces[:1]).double().softmax(-1)[0]
@@ -217,3 +231,51 @@ def test_user_mistakes_exit_2_with_one_line_naming_the_file(run_dir, exported, t
         assert cli.main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err and named in err, (argv, err)
+
+
+@pytest.fixture(scope="module", params=["tpe", "pbt"])
+def search_dir(tmp_path_factory, request):
+    """A finished search of test_search.py's tiny MLP space: Optuna (3 one-epoch trials in 2 slots) or PBT
+    (2 members, 2 epochs)."""
+    from test_search import EXPERIMENT
+    out = tmp_path_factory.mktemp("search")
+    (out / "experiments.toml").write_text(EXPERIMENT)
+    data = tiny_fer2013(out / "fer2013.csv", (("Training", 128), ("PublicTest", 48), ("PrivateTest", 48)))
+    budget = ["--trials", "3", "--epochs", "1"] if request.param == "tpe" else ["--epochs", "2"]
+    assert cli.main(["--search", "tiny", "--experiments", str(out / "experiments.toml"), "--method", request.param,
+                     "--k", "2", *budget, "--profile", "full", "--no-compile", "--wandb", "disabled",
+                     "--data", str(data), "--out", str(out / "runs")]) == 0
+    (run,) = (out / "runs").iterdir()
+    return run
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "safetensors"])
+def test_a_search_exports_its_best_trials_best_epoch_weights(search_dir, faces, tmp_path, fmt):
+    path = tmp_path / f"best{SUFFIX[fmt]}"
+    assert cli.main(["export", str(search_dir), "--out", str(path)]) == 0
+    best = json.loads((search_dir / "results.json").read_text())["best"]
+    meta = meta_of(path)
+    assert meta["source"]["variants"] == [f"trial-{best['trial']}"] and meta["val_acc"] == best["val_acc"]
+    assert meta["test_acc"] == best["test_acc"] and meta["model"]["name"] == "mlp"
+    ckpt = checkpoint.load(search_dir / "checkpoints" / "search.pt")
+    if "champion" in ckpt["driver"]:  # Optuna: the best finished trial's weights, kept by the driver
+        champion = ckpt["driver"]["champion"]
+        assert champion["number"] == best["trial"]
+        params, state = champion["params"], champion["model_state"]
+    else:  # PBT: the best member's row of the population's best state
+        pop_best = ckpt["population"]["best"]
+        params, state = ({k: t[best["trial"]] for k, t in tree.items()}
+                         for tree in (pop_best["params"], pop_best["model_state"]))
+    from fer_func.search.run import Setup, _resolve
+    from fer_func.study.options import RunOptions
+    variant = Setup(_resolve(RunOptions(resume=search_dir, device="cpu"))).variant(best["params"])
+    want, _ = build_from(variant.model).apply(params, state, (as_input(faces) - MEAN) / STD, train=False)
+    with torch.no_grad():
+        torch.testing.assert_close(run_file(path, fmt, as_input(faces)), want)
+        torch.testing.assert_close(load_model(path).logits(as_input(faces)), want)
+
+
+def test_a_search_has_only_its_best_trial_to_export(search_dir, tmp_path, capsys):
+    assert cli.main(["export", str(search_dir), "--variant", "ensemble", "--out", str(tmp_path / "m.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "--variant best" in err and "\n" not in err

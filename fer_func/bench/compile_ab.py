@@ -2,8 +2,8 @@
 
     python -m fer_func.bench.compile_ab --trees OLD_CHECKOUT NEW_CHECKOUT [--model regularized_cnn] [--index 0] [--repeat 2]
 
-Compile time drifts by 10% and more between runs on a shared 2-core box, so a before/after
-comparison made hours apart (``compile_times`` run twice) can hide or invent a 10 s change. Here
+Compile time drifts between runs on a shared machine, so a before/after comparison made hours
+apart (``compile_times`` run twice) can hide or invent a change of the size being measured. Here
 each round compiles the same population under each tree, back to back, each in a child process
 with ``PYTHONPATH`` set to that tree and an empty inductor cache of its own. Before the timed first
 step, the child pays the process's one-off costs (a trivial program, the once-per-process cipher

@@ -3,7 +3,7 @@
 By default glibc serves allocations above a (dynamic, at most 32 MiB) threshold with fresh ``mmap``
 pages and returns them on ``free``: a training step that frees and re-allocates its big activations
 then pays page faults and page zeroing for every one of them, every step, and the step time swings
-by up to 10x depending on what the allocator happened to do. ``TUNED`` keeps freed memory in the
+by a large factor depending on what the allocator happened to do. ``TUNED`` keeps freed memory in the
 heap (no mmap for big blocks, no trimming), so steady-state steps reuse warm pages. The settings are
 read once at process start, hence :func:`reexec`.
 """

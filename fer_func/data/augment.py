@@ -39,9 +39,9 @@ def _rotation_grid(angle: torch.Tensor, h: int, w: int) -> torch.Tensor:
 def bilinear_sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """``F.grid_sample`` (bilinear, zero padding, align_corners=False) as one opaque op of compiled graphs.
 
-    Inductor decomposes grid_sample into index arithmetic it then simplifies symbolically: compiling
-    the augmenting step took ~100 s longer on a 2-core CPU than the same step without rotation
-    (11 s; docs/results.md). As an opaque op it runs ATen's own kernel, the same numbers as eager.
+    Inductor decomposes grid_sample into index arithmetic it then simplifies symbolically, which made
+    the augmenting step's compile many times longer than the same step's without rotation. As an opaque
+    op it runs ATen's own kernel, the same numbers as eager.
     The images carry no gradient, so no backward is needed.
     """
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

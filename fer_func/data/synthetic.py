@@ -234,9 +234,9 @@ def generate(seed: int = 0, sizes: tuple = (28709, 3589, 3589)) -> FERData:
     if len(sizes) != 3 or any(not isinstance(s, int) or s < 0 for s in sizes):
         raise ValueError(f"sizes = {sizes!r}: give three non-negative image counts (train, val, test)")
     root = prng.key(seed)
-    # One intra-op thread: each op sees one 256-image chunk (~0.5 ms of work), where thread hand-offs
-    # cost more than they save; on a busy 2-core box 2 threads took 12x longer (22.5 s vs 1.8 s for
-    # 7177 images). Elementwise ops give identical values for any thread count.
+    # One intra-op thread: each op sees one 256-image chunk (little work), where thread hand-offs
+    # cost more than they save, and on a busy machine several threads were many times slower than one.
+    # Elementwise ops give identical values for any thread count.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

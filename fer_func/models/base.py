@@ -39,7 +39,7 @@ def check_rate(model: str, knob: str, value):
 @functools.lru_cache(maxsize=None)
 def _shapes(model: "Model") -> tuple[dict, dict]:
     # Meta tensors carry shapes but no data, so even ResNet-18 allocates nothing; the trace still
-    # costs ~0.3 ms per op (~1 s for ResNet-18), hence the cache keyed on the (hashable) model.
+    # runs every op of init in Python (noticeable for ResNet-18), hence the cache keyed on the (hashable) model.
     params, state = model.init(prng.key(0).to("meta"))
     return ({k: tuple(v.shape) for k, v in params.items()}, {k: tuple(v.shape) for k, v in state.items()})
 

@@ -75,7 +75,7 @@ class ResNetModule(nn.Module):
     """The torch.nn twin of :class:`ResNet`, built from torchvision's own ``BasicBlock``."""
 
     def __init__(self, m: ResNet):
-        # Imported here, not at module level: torchvision's import (~1.3 s on a 2-core CPU) would otherwise
+        # Imported here, not at module level: torchvision's import (slow next to a short command) would otherwise
         # be paid by every command that imports fer_func.models, and only this reference module needs it.
         from torchvision.models.resnet import BasicBlock, conv1x1
         super().__init__()

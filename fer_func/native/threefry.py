@@ -2,10 +2,10 @@
 
 Inside a compiled population step the cipher runs as an opaque op (``prng.blocks_op``). Compiled by
 inductor, its ~160 integer ops per block hold each 32-bit word in an int64 (torch has no full uint32
-arithmetic) and rotate with two shifts, a mask and an or; on the lr study's step (12 variants, 2-core
-CPU) that was 40 ms of a ~320 ms profiled step (docs/bench.md). ``threefry.cpp`` is the same cipher in uint32
-lanes with a native rotate, bit-identical (tests/test_prng.py), several times faster, and needs no
-compile by inductor either (that program cost ~14 s of every cold process).
+arithmetic) and rotate with two shifts, a mask and an or, a visible share of a profiled step.
+``threefry.cpp`` is the same cipher in uint32 lanes with a native rotate, bit-identical
+(tests/test_prng.py), several times faster, and needs no compile by inductor either (that program was
+a fixed cost of every cold process).
 
 The library is built once per machine with the C++ compiler inductor uses anyway (``$CXX``, else
 ``g++``) into ``$FER_FUNC_CACHE`` (default ``~/.cache/fer_func``), keyed by the source, the flags and

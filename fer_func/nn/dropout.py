@@ -8,7 +8,7 @@ An element is kept when a 16-bit random word is >= ``ceil(65536 * rate)``, so th
 probability is ``1 - ceil(65536 * rate) / 65536`` (0.79999 for rate 0.2, exact for 0.5). 16-bit
 words come four to a Threefry block (``prng.bits16``): in a compiled regularized_cnn step the
 cipher work for the masks (forward, and recomputed in the backward) was the largest cost after
-the convolutions; with 16-bit words the dropout forward+backward runs 5.7x faster (docs/bench.md).
+the convolutions; 16-bit words cut that cipher work by drawing more mask elements per block.
 """
 from __future__ import annotations
 

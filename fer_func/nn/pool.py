@@ -5,9 +5,8 @@ maximum of each window) are ``nn.MaxPool2d(2)``'s by construction. It used to be
 ``torch.where`` over the four strided views, which inductor fuses into its neighbours; but its
 backward, four strided ``slice_backward`` scatters, compiles to scalar C++ with an integer division
 per element. Once a population's CPU programs keep the graph's own layout (population/compiled.py),
-ATen's pooling is the faster of the two: the lr population's step (12 variants of the narrowed
-regularized CNN, 2-core CPU) took 400-418 ms with the where-chain and 296-322 ms with this, the two
-alternating (docs/bench.md). Under inductor's channels-last layout the where-chain had been the faster.
+ATen's pooling is the faster of the two for the lr population's step (measured A/B, the two
+alternating). Under inductor's channels-last layout the where-chain had been the faster.
 """
 from __future__ import annotations
 

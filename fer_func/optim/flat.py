@@ -4,9 +4,8 @@ An optimizer is leafwise arithmetic, so it computes the same numbers on one conc
 as on the per-tensor tree. Inside a compiled step that matters for compile time: inductor writes
 C++ for every loop it generates, and a leafwise update over P tensors (times every rule of a
 mixed-optimizer population, times the commit/divergence ``where``) is P loops where the flat
-buffer is one. Measured on this 2-core box with ``python -m fer_func.bench.flat_update``
-(docs/bench.md): the optimizer part of the regularized CNN's K=19, four-rule population compiled
-cold in 38 s of CPU (g++ included) instead of 64 s.
+buffer is one, so the optimizer part of a mixed-optimizer population compiles cold in much less
+CPU time (``python -m fer_func.bench.flat_update`` measures it on your machine; docs/bench.md).
 
 :class:`Ravel` records a tree's keys and shapes; ``flat`` concatenates a params-keyed tree (or
 every params-keyed subtree of an optimizer state) into ``{FLAT: buffer}``, and ``unflat`` splits
@@ -16,9 +15,8 @@ step's arithmetic is flat.
 The flat buffer is not free at run time: concatenating the params, gradients and both Adam moments
 and splitting the results back is about three times the update's own memory traffic. That is noise
 for a model of many small tensors (the cpu profile's regularized CNN: 16 tensors, 0.17 M parameters
-per variant) and most of the step for one of a few large ones: the mlp's K=4 population (8 tensors,
-1.35 M parameters per variant) stepped in 33-40 ms flat and 18-22 ms per tensor, alternating
-(docs/bench.md).
+per variant) and most of the step for one of a few large ones: the mlp's population (8 tensors,
+1.35 M parameters per variant) steps markedly slower flat than per tensor.
 :func:`layout` picks per model: flat only where there are enough tensors for it to save compiled code.
 """
 from __future__ import annotations
@@ -27,8 +25,8 @@ import torch
 
 FLAT = "flat"
 # Flat from this many parameter tensors up. Below it the per-tensor update is a few loops anyway
-# (mlp 8, simple_cnn 10, tiny_cnn 4 tensors), above it the tensors are small (large_cnn's K=4 step
-# measured the same either way, 165-173 vs 170-181 ms) and the compile saving is what matters.
+# (mlp 8, simple_cnn 10, tiny_cnn 4 tensors), above it the tensors are small (large_cnn's step
+# runs equally fast either way) and the compile saving is what matters.
 MIN_FLAT_TENSORS = 12
 
 

@@ -36,8 +36,8 @@ def compile_options(compile, cuda_graphs: bool = False, device_type: str = "cpu"
     graph with an MKL-DNN convolution channels-last; a population's convolutions are grouped (one
     group per variant) and narrow, and channels-last then costs a transpose between the convolutions'
     layout and every per-variant tensor around them (BatchNorm statistics, dropout masks, pooling
-    indices). With ATen's max-pool (nn/pool.py) the lr population's step (12 variants, 2-core CPU) took
-    296-322 ms against 400-418 ms before, though its convolutions alone got ~20% slower (docs/bench.md)."""
+    indices). With ATen's max-pool (nn/pool.py) the lr population's step is faster this way, though its
+    convolutions alone are slower (measured A/B on a CPU; the step benchmark in docs/bench.md)."""
     if cuda_graphs:
         return {"mode": "reduce-overhead"}
     backend = compile if isinstance(compile, str) else "inductor"

@@ -518,7 +518,7 @@ class Population:
         test = self.evaluate("test", self.best["params"], self.best["model_state"], probs=with_probs)
         # The best networks' validation accuracy is the one their epoch recorded when it kept them: the same
         # program on the same parameters. Re-evaluating only matters for a slot that never kept a network
-        # (every epoch non-finite); for the lr study that saves one pass over the split (2.8 of ~100 s).
+        # (every epoch non-finite); for every other run that saves one pass over the validation split.
         val_acc = self.best["val_acc"].cpu().numpy()
         if (val_acc < 0).any():
             val_acc = self.evaluate("val", self.best["params"], self.best["model_state"])["acc"]

@@ -1,11 +1,10 @@
 """A compiled program saved after its first compile and loaded, not traced again, by later processes.
 
 A warm ``torch.compile`` still runs dynamo: it traces ``vmap(grad(step))`` through Python before
-inductor's cache can answer, 2.0 s for the tiny CNN's 4-variant step on this 2-core CPU and most
-of the 4-13 s a population's warm start took (docs/bench.md). PyTorch's ahead-of-time path
+inductor's cache can answer, which was most of a population's warm start. PyTorch's ahead-of-time path
 (``torch.compile(fn).aot_compile``, ``torch.compiler.load_compiled_function``) saves all of it,
-dynamo's bytecode and guards and inductor's code, in one file; loading that file takes 0.16 s for
-the same step. A cold compile costs what it did (23 s against 25 s, measured side by side).
+dynamo's bytecode and guards and inductor's code, in one file; loading that file is a small fraction
+of tracing again, and a cold compile costs about what it did (measured side by side).
 
 The file lives in inductor's cache directory (``TORCHINDUCTOR_CACHE_DIR``), so emptying that one
 directory is still a cold start. Its name hashes everything that decides the compiled code: the

@@ -14,7 +14,7 @@ is not applied; from then on nothing of it changes. Every decision is a per-vari
 ``torch.where``, so the other variants compute exactly what they would without it. The updated
 parameters are deliberately not checked as well: that check is a reduction over every new
 parameter, which inductor can only satisfy by computing the optimizer update twice (or storing
-it and selecting in a second pass) -- it cost 45% of the mlp update kernel (docs/bench.md). An
+it and selecting in a second pass), a large share of a small model's update kernel. An
 update that overflows shows up one step later, as a non-finite loss, and freezes the variant there.
 """
 from __future__ import annotations

@@ -68,8 +68,8 @@ def _fsync_dir(directory: Path):
 class BackgroundSaver:
     """:func:`save` on a thread of its own, so training goes on while a checkpoint is written.
 
-    Each epoch's checkpoint is written while the next epoch trains: on this 2-core CPU a 4-variant
-    MLP's (params, Adam moments, best params: ~86 MB) took ~0.3 s of an epoch's ~1.8 s. At most one
+    Each epoch's checkpoint is written while the next epoch trains: for a small, fast model (a 4-variant
+    MLP's params, Adam moments and best params: ~86 MB) the write is a sizeable share of an epoch. At most one
     write is in flight: ``save`` first waits for the previous one, so checkpoints land in order and
     every file is still whole (the write is :func:`save`'s). ``wait()`` (and leaving the ``with``
     block, exception or not) returns once the last one is on disk, and re-raises a write's error.

@@ -17,8 +17,8 @@ import time
 import torch
 
 # Achieved fraction of matmul peak for a population training step (measured, see module doc).
-# cpu: the cpu profile's whole study (docs/results.md, 2026-12-01) trained and evaluated 87 variants in
-# 35 min against 59 min estimated at 0.12, so 0.2. cuda: a guess until a GPU has run the study.
+# cpu: calibrated on the cpu profile's whole study (docs/results.md, 2026-12-01), which ran well under
+# its estimate at 0.12. cuda: a guess until a GPU has run the study.
 EFFICIENCY = {"cpu": 0.2, "cuda": 0.25}
 COMPILE_S = {"cpu": 60.0, "cuda": 60.0}  # per population, cold inductor cache (docs/results.md)
 EVAL_SPLIT = 3589                        # PublicTest, evaluated after every epoch

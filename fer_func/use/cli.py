@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from pathlib import Path
 
 from fer_func.config import ConfigError
+from fer_func.use import annotate
 
 _EPILOG = """\
 examples:
   python runner.py export runs/2026-01-01_12-00-00_lr --out model.pt           # best variant, state_dict
   python runner.py export runs/2026-01-01_12-00-00_lr --variant ensemble --out lr.onnx
-  python runner.py predict model.pt face.jpg photos/ 'more/*.png' --csv predictions.csv
+  python runner.py export runs/2026-01-01_12-00-00_search-tiny-tpe --out best_trial.pt2   # a search's best trial
+  python runner.py predict model.pt group.jpg photos/ --annotate boxed/      # every face found, boxes drawn
+  python runner.py predict model.pt2 'crops/*.png' --no-detect --csv predictions.csv
 """
 
 
@@ -30,14 +34,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--variant", default="best", metavar="ID|best|ensemble",
                    help="a variant id from results.json; 'best' (default: highest best-epoch val acc, as summary.md); "
                         "'ensemble': every non-diverged variant with the best one's architecture, softmax averaged")
-    e.add_argument("--format", choices=("state_dict", "torchscript", "onnx"),
-                   help="default from --out's suffix: .onnx -> onnx, .ts/.torchscript/.jit -> torchscript, else state_dict")
+    e.add_argument("--format", choices=("state_dict", "pt2", "safetensors", "torchscript", "onnx"),
+                   help="default from --out's suffix: .pt2 -> pt2 (torch.export), .safetensors -> safetensors, "
+                        ".onnx -> onnx, .ts/.torchscript/.jit -> torchscript (deprecated by torch), else state_dict")
     e.add_argument("--out", type=Path, required=True, metavar="FILE", help="the file to write; FILE.json goes beside it")
-    r = sub.add_parser("predict", help="class probabilities of image files",
-                       description="Print the 7 class probabilities and the top class of every image.")
+    r = sub.add_parser("predict", help="class probabilities of the faces in image files",
+                       description="Find the faces in every image (OpenCV's Haar cascade) and print each face's box, "
+                                   "7 class probabilities and top class; --no-detect: the whole image is one face.")
     r.add_argument("model", metavar="MODEL", type=Path, help="a file written by `runner.py export` (any format)")
     r.add_argument("images", metavar="IMAGE", nargs="+", help="image files, folders (their image files) or quoted globs")
-    r.add_argument("--csv", type=Path, metavar="PATH", help="also write path, top class and probabilities as CSV")
+    r.add_argument("--no-detect", action="store_true",
+                   help="no face detection: each image is one face (centre square), for images already cropped like FER2013")
+    r.add_argument("--json", action="store_true",
+                   help='one JSON object per image: {"image", "faces": [{"box": [x,y,w,h], "probs", "label"}]}')
+    r.add_argument("--annotate", type=Path, metavar="DIR", help="write each image with its boxes and labels drawn into DIR")
+    r.add_argument("--csv", type=Path, metavar="PATH",
+                   help="also write path, box x,y,w,h, top class and probabilities as CSV (one row per face)")
     return p
 
 
@@ -49,26 +61,42 @@ def _export(args) -> int:
     print(f"wrote {out} ({meta['format']}, {meta['kind']} of {len(ids)}: {', '.join(ids)}) and {meta_path}")
     for skipped in meta["left_out"]:
         print(f"  left out of the ensemble: {skipped['id']} ({skipped['why']})")
+    if meta["format"] == "torchscript":
+        print("note: torch deprecates TorchScript (torch.jit warns so since 2.14); for a file that later torch "
+              "versions load, export with --format pt2 (torch.export) or safetensors", file=sys.stderr)
     return 0
 
 
 def _predict(args) -> int:
-    from fer_func.use.predict import predict_files
+    from fer_func.use.predict import predict_faces
 
-    model, paths, probs = predict_files(args.model, args.images)
+    model, results = predict_faces(args.model, args.images, detect=not args.no_detect)
     classes = model.meta["classes"]
-    rows = []
-    for path, p in zip(paths, probs.tolist()):
-        top = max(range(len(p)), key=p.__getitem__)
-        rows.append([str(path), classes[top], *p])
-        print(f"{path}  {classes[top]}  " + "  ".join(f"{c}={x:.4f}" for c, x in zip(classes, p)))
+    rows, taken = [], set()
+    for r in results:
+        if args.json:
+            print(json.dumps(r))
+        elif not r["faces"]:
+            print(f"{r['image']}  no face found")
+        for face in r["faces"]:
+            where = "" if args.no_detect else "  box=" + ",".join(map(str, face["box"]))
+            if not args.json:  # --no-detect keeps the one-line-per-image form of earlier versions
+                print(f"{r['image']}{where}  {face['label']}  " +
+                      "  ".join(f"{c}={face['probs'][c]:.4f}" for c in classes))
+            rows.append([r["image"], *face["box"], face["label"], *(face["probs"][c] for c in classes)])
+        if not r["faces"]:
+            rows.append([r["image"], *[""] * (5 + len(classes))])  # the image is listed even without a face
+        if args.annotate is not None:
+            annotate.draw(r, args.annotate, taken)
     if args.csv is not None:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         with open(args.csv, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["path", "top", *classes])
+            w.writerow(["path", "x", "y", "w", "h", "top", *classes])
             w.writerows(rows)
         print(f"wrote {args.csv}", file=sys.stderr)
+    if args.annotate is not None:
+        print(f"wrote {len(taken)} annotated images to {args.annotate}", file=sys.stderr)
     return 0
 
 

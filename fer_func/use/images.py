@@ -7,8 +7,8 @@ any size, mode or format is brought to that form the same way every time:
     -> centre crop to a square (a face is not stretched) -> resize to 48x48, Pillow's bilinear filter
 
 Pillow's bilinear resize widens its kernel when it shrinks an image (it antialiases), so a large
-photo is averaged down rather than sampled. No face is detected: give images cropped to one face
-(see docs/use.md for why face detection is not included).
+photo is averaged down rather than sampled. This is the whole-image path (``predict --no-detect``);
+faces.py finds the faces in a photo and hands each face's square to ``to_fer``.
 """
 from __future__ import annotations
 
@@ -48,18 +48,35 @@ def expand(args) -> list[Path]:
     return files
 
 
-def read(path) -> np.ndarray:
-    """One file as a uint8 (48, 48) array."""
+def open_gray(path):
+    """One file as a full-size grayscale PIL image ("L"), upright (EXIF orientation applied)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img).convert("L")
+            return ImageOps.exif_transpose(img).convert("L")
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise UseError(f"{path}: not a readable image ({type(e).__name__}: {e}); give a PNG, JPEG or another "
                        f"format Pillow opens") from None
+
+
+def centre_box(img) -> list[int]:
+    """The centred square ``[x, y, w, h]`` that ``read`` keeps of an image (the whole-image "face")."""
+    side = min(img.size)
+    return [(img.width - side) // 2, (img.height - side) // 2, side, side]
+
+
+def to_fer(img) -> np.ndarray:
+    """A grayscale PIL image (already the face's square) as uint8 (48, 48): Pillow's antialiased bilinear."""
+    from PIL import Image, ImageOps
+
     img = ImageOps.fit(img, (SIZE, SIZE), method=Image.Resampling.BILINEAR, centering=(0.5, 0.5))
     return np.asarray(img, dtype=np.uint8)
+
+
+def read(path) -> np.ndarray:
+    """One file as a uint8 (48, 48) array."""
+    return to_fer(open_gray(path))
 
 
 def load(paths) -> torch.Tensor:

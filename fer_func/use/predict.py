@@ -1,8 +1,10 @@
-"""Load any file ``runner.py export`` writes and turn images into class probabilities.
+"""Load any file ``runner.py export`` writes and turn images (or the faces in them) into class probabilities.
 
-The format is read from the file itself, not its name: a zip archive with a ``code/`` folder is
-TorchScript, another zip is a ``torch.save`` payload (our state_dict export, or a training
-checkpoint, which is refused with the export command to run), anything else is tried as ONNX. Each
+The format is read from the file itself, not its name: a zip archive with an ``archive_format`` entry
+is a torch.export program (pt2), one with a ``code/`` folder is TorchScript,
+another zip is a ``torch.save`` payload (our state_dict export, or a training checkpoint, which is
+refused with the export command to run); a file that starts with an 8-byte header length and ``{`` is
+safetensors; anything else is tried as ONNX. Each
 format's own copy of the export metadata is checked, so a foreign file fails with one clear line
 instead of wrong predictions.
 """
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from fer_func.config import ModelConfig
@@ -72,6 +75,42 @@ def _torchscript(path: Path) -> LoadedModel:
     return LoadedModel(path, "torchscript", meta, module.eval())
 
 
+def _pt2(path: Path) -> LoadedModel:
+    extra = {"fer_func.json": ""}
+    try:
+        program = torch.export.load(str(path), extra_files=extra)
+    except Exception as e:  # a pt2 from another torch version, or a damaged archive
+        raise _not_ours(path, f"a torch.export file this torch ({torch.__version__}) cannot load "
+                              f"({type(e).__name__})") from None
+    meta = _checked(path, json.loads(extra["fer_func.json"] or "null"))
+    return LoadedModel(path, "pt2", meta, program.module())
+
+
+def _is_safetensors(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
+def _safetensors(path: Path) -> LoadedModel:
+    try:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        sd = load_file(str(path))
+    except ImportError:
+        raise UseError(f"{path}: a safetensors file needs the package safetensors: pip install -e .") from None
+    except Exception as e:
+        raise _not_ours(path, f"an unreadable safetensors file ({type(e).__name__})") from None
+    meta = _checked(path, json.loads(header.get("fer_func", "null")))
+    k = int(header["members"])
+    per_net = [sd] if k == 1 else [{n[len(f"{i}."):]: t for n, t in sd.items() if n.startswith(f"{i}.")}
+                                   for i in range(k)]
+    classifier = network.build(ModelConfig(**json.loads(header["model"])), per_net)
+    return LoadedModel(path, "safetensors", meta, classifier)
+
+
 def _onnx(path: Path) -> LoadedModel:
     try:
         import onnxruntime
@@ -103,8 +142,12 @@ def load_model(path) -> LoadedModel:
         raise UseError(f"model file {str(path)!r} not found; export one with `python runner.py export RUN_DIR --out model.pt`")
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
-            scripted = any("/code/" in n for n in z.namelist())
-        return _torchscript(path) if scripted else _state_dict(path)
+            names = z.namelist()
+        if any(n.endswith("/archive_format") for n in names):  # torch.export's archive marks itself
+            return _pt2(path)
+        return _torchscript(path) if any("/code/" in n for n in names) else _state_dict(path)
+    if _is_safetensors(path):
+        return _safetensors(path)
     return _onnx(path)
 
 
@@ -120,7 +163,32 @@ def probabilities(model: LoadedModel, x: torch.Tensor) -> torch.Tensor:
 
 
 def predict_files(model_path, image_args) -> tuple[LoadedModel, list[Path], torch.Tensor]:
-    """Load the model and every image (files, folders, globs), then ``(model, paths, probabilities)``."""
+    """Load the model and every image (files, folders, globs), then ``(model, paths, probabilities)``.
+
+    Each whole image is one face (``--no-detect``); ``predict_faces`` finds the faces first."""
     model = load_model(model_path)
     paths = images.expand(image_args)
     return model, paths, probabilities(model, images.load(paths))
+
+
+def predict_faces(model_path, image_args, detect: bool = True) -> tuple[LoadedModel, list[dict]]:
+    """``(model, [{"image": path, "faces": [{"box": [x, y, w, h], "probs": {class: p}, "label": class}]}])``.
+
+    ``detect``: each face the cascade finds (faces.py), none for a photo without one; else the whole
+    image's centred square is the one face, exactly as ``predict_files`` reads it."""
+    from fer_func.use import faces
+
+    model = load_model(model_path)
+    if detect:
+        faces.cascade()  # a missing OpenCV is reported before any image is read
+    classes = model.meta["classes"]
+    out = []
+    for path in images.expand(image_args):
+        img = images.open_gray(path)
+        boxes = faces.detect(img) if detect else [images.centre_box(img)]
+        crops = [faces.crop(img, b) if detect else images.to_fer(img) for b in boxes]
+        probs = probabilities(model, torch.from_numpy(np.stack(crops))).tolist() if crops else []
+        out.append({"image": str(path), "faces": [
+            {"box": box, "probs": dict(zip(classes, p)), "label": classes[max(range(len(p)), key=p.__getitem__)]}
+            for box, p in zip(boxes, probs)]})
+    return model, out

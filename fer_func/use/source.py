@@ -15,6 +15,7 @@ from pathlib import Path
 from fer_func.config import ConfigError, VariantConfig
 from fer_func.models import build_from
 from fer_func.study import checkpoint, experiments, report, resolved
+from fer_func.use import trial
 from fer_func.use.errors import UseError
 
 
@@ -45,11 +46,6 @@ def _results(run_dir: Path) -> dict:
 def _variants(run_dir: Path) -> list[VariantConfig]:
     if not run_dir.is_dir():
         raise UseError(f"run directory {str(run_dir)!r} not found; pass a folder under runs/ written by `python runner.py`")
-    run_json = run_dir / "run.json"
-    if run_json.is_file() and "search" in json.loads(run_json.read_text()):
-        # a search keeps its trials in checkpoints/search.pt, not in per-population best weights
-        raise UseError(f"{run_dir}: a --search run; export reads study and experiment runs (checkpoints/population-G.pt). "
-                       f"Train the best trial's configuration with --experiment/--set, then export that run")
     try:
         return resolved.load(run_dir)
     except ConfigError as e:
@@ -110,9 +106,14 @@ def select(run_dir, which: str = "best") -> tuple[list[Member], list[dict]]:
 
     ``"best"`` is the variant summary.md names (highest best-epoch validation accuracy, diverged
     variants excluded). ``"ensemble"`` is every variant with the best one's architecture that did
-    not diverge; ``left_out`` lists the others with the reason.
+    not diverge; ``left_out`` lists the others with the reason. A ``--search`` run has only its best
+    trial (trial.py).
     """
     run_dir = Path(run_dir)
+    run_json = run_dir / "run.json"
+    if run_json.is_file() and "search" in json.loads(run_json.read_text()):
+        # a search keeps its best trial in checkpoints/search.pt, not in per-population best weights
+        return trial.best(run_dir, which)
     variants = _variants(run_dir)
     results = _results(run_dir)
     where, finals = _locate(variants, results), _final(results)
