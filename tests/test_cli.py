@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fer_func.config import ConfigError
-from fer_func.study import cli
+from fer_func import cli
 from fer_func.study.options import BenchOptions, RunOptions
 
 ROOT = Path(__file__).resolve().parents[1]

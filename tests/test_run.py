@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer_func.study import cli
+from fer_func import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--set", "model.knobs.channels=[4,8]", "--set", "model.knobs.fc=[16]", "--train-limit", "256",

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from fer_func.bench.suite import machine
+from fer_func.runtime import machine
 from fer_func.config import ConfigError
 from fer_func.distributed import ray_run
 from fer_func.study import checkpoint

@@ -22,7 +22,7 @@ import optuna
 import torch
 
 from fer_func import data as fer_data, tree
-from fer_func.bench.suite import machine
+from fer_func.runtime import machine
 from fer_func.config import ConfigError
 from fer_func.population import Population
 from fer_func.population import precision as precisions

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from fer_func import data as fer_data
-from fer_func.bench.suite import machine
+from fer_func.runtime import machine
 from fer_func.models import build_from
 from fer_func.population import Population
 from fer_func.study import checkpoint, ensembles, experiments, report
