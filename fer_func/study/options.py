@@ -12,7 +12,21 @@ from pathlib import Path
 
 from fer_func.config import ConfigError
 
-DEFAULT_EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments.toml"
+
+
+def _default_experiments() -> Path:
+    """The repository's top-level experiments.toml in a checkout; in an installed wheel, the copy its build packaged.
+
+    A checkout is recognised by its pyproject.toml beside the file, so a stray experiments.toml in
+    site-packages is never mistaken for it.
+    """
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "experiments.toml").is_file():
+        return root / "experiments.toml"
+    return Path(__file__).resolve().parents[1] / "experiments.toml"  # made by setup.py's build hook
+
+
+DEFAULT_EXPERIMENTS = _default_experiments()
 
 
 @dataclass(frozen=True)
