@@ -113,6 +113,8 @@ def build_parser(name: str | None = None) -> argparse.ArgumentParser:
                           "(resized for a 2-core CPU; default elsewhere); --list shows them")
     how.add_argument("--data", default="synthetic", metavar="{synthetic,PATH}",
                      help="'synthetic' (default; FER2013-shaped random data, no download) or a path to fer2013.csv")
+    how.add_argument("--skip-bad-rows", action="store_true",
+                     help="drop a CSV's malformed rows (one warning names their lines) instead of stopping at them")
     how.add_argument("--epochs", type=int, metavar="N", help="override every variant's epochs (same as --set epochs=N)")
     how.add_argument("--train-limit", type=int, metavar="N", help="train on the first N images only (quick runs)")
     how.add_argument("--cv", type=int, metavar="K",
@@ -197,7 +199,7 @@ def to_options(args: argparse.Namespace) -> RunOptions:
         search = SearchOptions(name=args.search, trials=args.trials, k=flat(args.k)[0] if args.k else None,
                                method=args.method, storage=args.storage)
     return RunOptions(study=args.study, experiment=args.experiment, all=args.all, resume=args.resume, search=search,
-                      experiments=args.experiments, data=args.data, epochs=args.epochs, cv=args.cv,
+                      experiments=args.experiments, data=args.data, skip_bad_rows=args.skip_bad_rows, epochs=args.epochs, cv=args.cv,
                       train_limit=args.train_limit,
                       seeds=args.seeds, device=args.device, compile=not args.no_compile, dtype=args.dtype,
                       precision=args.precision, cuda_graphs=args.cuda_graphs, wandb=args.wandb, out=args.out,
@@ -217,7 +219,7 @@ def listing(path, overrides=(), seeds: int = 1, device: str = "auto", train_limi
     out = [f"device: {dev} (float32 matmul peak {rate:.0f} GMAC/s; times are estimates from counted "
            f"multiply-adds, see fer_func/study/estimate.py)"]
     found = experiments.load_profiles(path)
-    default = profiles.default_name(dev)
+    default = profiles.default_name(dev) if profiles.default_name(dev) in found else profiles.FULL
     for name in ([profiles.pick(found, profile, Path(path).name).name] if profile else found):
         catalog = experiments.load(path, name)
         prof = found[name]

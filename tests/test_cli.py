@@ -177,3 +177,40 @@ def test_runner_script_end_to_end():
                        cwd=ROOT, timeout=120)
     assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
     assert p.stderr.startswith("error: unknown experiment '99'") and p.stderr.count("\n") == 1
+
+
+OWN_FILE = """
+[experiments.demo]
+id = "01"
+model = { name = "mlp", knobs = { hidden = [32] } }
+optimizer = { name = "adam", lr = 1e-3 }
+schedule = { name = "constant" }
+augment = { enabled = false }
+batch_size = 8
+epochs = 1
+seed = 0
+"""
+
+
+def test_own_experiments_file_without_profiles_runs_as_written(monkeypatch, tmp_path, capsys):
+    # The default profile on a CPU is 'cpu'; a user's file without [profiles] must run as written (full),
+    # not fail for a profile the user never asked for.
+    path = tmp_path / "exp.toml"
+    path.write_text(OWN_FILE)
+    seen = []
+    fake_module(monkeypatch, "fer_func.study.run", run=lambda options: seen.append(options) or tmp_path)
+    assert cli.main(["--experiment", "demo", "--experiments", str(path), "--device", "cpu"]) == 0, capsys.readouterr().err
+    assert seen[0].profile_name == "full"
+    assert cli.main(["--list", "--experiments", str(path), "--device", "cpu"]) == 0
+    assert "profile full (default here)" in capsys.readouterr().out
+    # Asked for by name, a missing profile is still the user's mistake.
+    assert cli.main(["--experiment", "demo", "--experiments", str(path), "--device", "cpu", "--profile", "cpu"]) == 2
+    assert "exp.toml has no such profile; choose one of full" in capsys.readouterr().err
+
+
+def test_set_errors_name_the_set_not_the_file(capsys, monkeypatch):
+    fake_module(monkeypatch, "fer_func.study.run", run=lambda options: pytest.fail("run() must not be reached"))
+    assert cli.main(["--experiment", "04", "--device", "cpu", "--set", "optimizer.lr=abc"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --set optimizer.lr=abc: experiment 'regularized_cnn' (04): optimizer.lr = 'abc'")
+    assert "experiments.toml" not in err

@@ -119,7 +119,7 @@ def run(options: RunOptions, data=None) -> Path:
     print(precisions.configure(device, options.precision), flush=True)
     setup = Setup(options)
     if data is None:
-        data = fer_data.load(options.data).limit_train(options.train_limit)
+        data = fer_data.load(options.data, skip_bad_rows=options.skip_bad_rows).limit_train(options.train_limit)
     experiments.check_dataset(setup.room[:1], int(data.labels["train"].shape[0]))
 
     if options.resume is not None:

@@ -64,6 +64,7 @@ class RunOptions:
     # how to run it
     experiments: Path = DEFAULT_EXPERIMENTS
     data: str = "synthetic"            # "synthetic" or a path to fer2013.csv / an image folder
+    skip_bad_rows: bool = False        # drop a CSV's malformed rows (with a warning) instead of stopping
     epochs: int | None = None          # overrides every variant's epochs
     cv: int | None = None              # k-fold cross-validation of every selected experiment (same as --set cv=k)
     train_limit: int | None = None     # use only the first N training images (quick runs)
@@ -86,9 +87,13 @@ class RunOptions:
 
     @property
     def profile_name(self) -> str:
-        """The profile this run uses: the one asked for, else the device's default."""
-        from fer_func.study.profiles import default_name
-        return self.profile or default_name(resolve_device(self.device))
+        """The profile this run uses: the one asked for, else the device's default where the file has it,
+        else ``full``: a user's own experiments file (often without [profiles]) runs as written."""
+        if self.profile is not None:
+            return self.profile
+        from fer_func.study import experiments, profiles
+        name = profiles.default_name(resolve_device(self.device))
+        return name if name in experiments.load_profiles(self.experiments) else profiles.FULL
 
     @property
     def all_overrides(self) -> tuple[str, ...]:

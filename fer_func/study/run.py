@@ -79,7 +79,7 @@ def _epoch_records(record: dict, i: int) -> dict:
 
 
 def _load_data(options: RunOptions):
-    data = fer_data.load(options.data)
+    data = fer_data.load(options.data, skip_bad_rows=options.skip_bad_rows)
     return data.limit_train(options.train_limit)
 
 
