@@ -150,7 +150,7 @@ def _run(options: RunOptions) -> Path:
                "device": str(device), "precision": precision, "variants": [entries[id(v)] for group in groups for v in group],
                "populations": [{"model": group[0].model.name, "k": len(group), "compile_s": None, "eval_compile_s": None,
                                 "step_s": None, "wall_s": None} for group in groups],
-               "timing": {"compile_s": 0.0, "step_s": 0.0, "wall_s": 0.0}}
+               "timing": {"compile_s": 0.0 if options.compile else None, "step_s": 0.0, "wall_s": 0.0}}
 
     with Tracker(options.wandb, run_dir, group=run_dir.name) as tracker, _StopFlag() as stop:
         for group in groups:
@@ -222,7 +222,10 @@ def train_population(group, g: int, n_groups: int, data, options: RunOptions, de
     finals = [{**{k: final[k] for k in ("train_acc", "val_acc", "test_acc", "best_epoch", "gap", "per_class",
                                        "confusion", "stopped_epoch")}, "diverged": final["diverged"]}
               for final in finished]
-    timing = {"compile_s": pop.timing["compile_s"], "eval_compile_s": pop.timing.get("eval_compile_s"),
+    # Eager (--no-compile): the first step is only a warm-up, so no compile time is recorded or shown.
+    compiled = bool(pop.compile)
+    timing = {"compile_s": pop.timing["compile_s"] if compiled else None,
+              "eval_compile_s": pop.timing.get("eval_compile_s") if compiled else None,
               "step_s": pop.timing["step_s"], "wall_s": time.perf_counter() - t0}
     return {"g": g, "finals": finals, "store": store, "timing": timing, "history": list(pop.history)}
 
@@ -238,7 +241,8 @@ def _gather(outcome: dict, group, entries: dict, store: dict, results: dict) -> 
         else:
             store[key] = value
     t, timing = results["timing"], outcome["timing"]
-    t["compile_s"] += timing["compile_s"]
+    if timing["compile_s"] is not None:
+        t["compile_s"] = (t["compile_s"] or 0.0) + timing["compile_s"]
     t["step_s"] = max(t["step_s"], timing["step_s"])
     results["populations"][outcome["g"]].update(timing, **outcome.get("placement", {}))
 
@@ -252,7 +256,7 @@ def _train(pop, group, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progre
             first, start = pop.timing["steps"] == 0, pop.step_in_epoch
 
             def progress(done):
-                if first and done == start + 1:  # the first step includes torch.compile: show it apart
+                if first and done == start + 1 and pop.compile:  # the first step includes torch.compile: show it apart
                     bar.set_postfix_str(f"first step (compile) {pop.timing['compile_s']:.1f}s")
                 bar.update(done - bar.n)
 
@@ -263,8 +267,9 @@ def _train(pop, group, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progre
                 raise Interrupted.at(run_dir)
             best = float(record["val_acc"].max())
             samples = plan.micro_batch * plan.steps_per_epoch * len(group)
-            bar.set_postfix_str(f"compile {pop.timing['compile_s']:.1f}s, {samples / record['epoch_s']:.0f} "
-                                f"variant-samples/s, best val {100 * best:.1f}%")
+            compiled = f"compile {pop.timing['compile_s']:.1f}s, " if pop.compile else ""
+            bar.set_postfix_str(f"{compiled}{samples / record['epoch_s']:.0f} variant-samples/s, "
+                                f"best val {100 * best:.1f}%")
         saver.save(ckpt, pop.state_dict())
         on_epoch(record)
         if stop():
