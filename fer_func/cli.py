@@ -57,12 +57,8 @@ examples:
 
 
 def prog() -> str:
-    """How this command was started, for usage lines and help: fer-func, runner.py or python -m fer_func."""
-    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    if main_spec is not None and main_spec.name.startswith("fer_func"):
-        return "python -m fer_func"
-    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return "python runner.py" if name == "runner.py" else "fer-func"
+    """How this command was started, for usage lines and help: fer-func, python runner.py or python -m fer_func."""
+    return runtime.program() or "fer-func"
 
 
 def version() -> str:

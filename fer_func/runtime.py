@@ -53,6 +53,21 @@ def reexec_tuned(argv: list[str] | None = None):
     os.execve(sys.executable, [sys.executable, *(sys.argv if argv is None else argv)], env)
 
 
+def program() -> str | None:
+    """How this process was started, as a user would type it: ``fer-func``, ``python runner.py`` or
+    ``python -m fer_func``; None for anything else (pytest, python -c, an embedding)."""
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if main_spec is not None and main_spec.name.startswith("fer_func"):
+        return "python -m fer_func"
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return {"runner.py": "python runner.py", "fer-func": "fer-func"}.get(name)
+
+
+def command() -> str | None:
+    """The whole command line of this process for results.json (see :func:`program`)."""
+    return " ".join([program(), *sys.argv[1:]]) if program() else None
+
+
 def machine(device) -> dict:
     """The machine a result was measured on, for results.json and the benchmarks' JSON."""
     import torch

@@ -15,7 +15,6 @@ import dataclasses
 import logging
 import json
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from fer_func import data as fer_data
-from fer_func.runtime import machine
+from fer_func.runtime import command, machine, program
 from fer_func.models import build_from
 from fer_func.population import Population
 from fer_func.study import checkpoint, ensembles, experiments, report
@@ -45,7 +44,7 @@ class Interrupted(KeyboardInterrupt):
 
     @classmethod
     def at(cls, run_dir) -> "Interrupted":
-        return cls(f"interrupted; checkpoint written. Resume with: python runner.py --resume {run_dir}")
+        return cls(f"interrupted; checkpoint written. Resume with: {program() or 'fer-func'} --resume {run_dir}")
 
 
 class _StopFlag:
@@ -142,7 +141,7 @@ def _run(options: RunOptions) -> Path:
                        "seed": v.seed, "diverged": False, "param_count": 0, "macs": 0, "population": g, "epochs": [],
                        "final": None} for g, group in enumerate(groups) for v in group}
     # The report and W&B list variants in population order.
-    results = {"command": " ".join(["python", "runner.py", *sys.argv[1:]]) if sys.argv[0].endswith("runner.py") else None,
+    results = {"command": command(),
                "started": time.strftime("%Y-%m-%d %H:%M"),
                "machine": machine(device if resources is None else torch.device("cpu")),  # the driver's
                "ray": None if resources is None else {"address": options.ray, "resources": resources},
