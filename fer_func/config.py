@@ -7,12 +7,24 @@ before anything compiles; the study loader adds *which experiment and key* to th
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
 
 class ConfigError(ValueError):
     """A user's configuration mistake: the message names the key, the value and the fix."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a mistyped flag or choice is one line ``error: ...`` and exit 2, like a ConfigError.
+
+    argparse prints the whole usage (a screenful for fer-func) before its error; the line that matters
+    then scrolls away. ``--help`` still prints the usage; subparsers inherit this class.
+    """
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def _check(ok: bool, key: str, value, why: str):

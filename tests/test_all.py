@@ -10,7 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from fer_func.study import cli, experiments, results
+from fer_func import cli
+from fer_func.study import experiments, results
 from fer_func.study.options import DEFAULT_EXPERIMENTS
 
 NAMES = ["mlp", "simple_cnn", "large_cnn", "regularized_cnn", "augmented_cnn", "resnet", "tiny_cnn", "lr",

@@ -14,7 +14,8 @@ from fer_func.bench import torch_loop
 from fer_func.bench.e2e import seed_noise
 from fer_func.data.synthetic import generate
 from fer_func.population import Population
-from fer_func.study import cli, experiments
+from fer_func import cli
+from fer_func.study import experiments
 from fer_func.study.options import DEFAULT_EXPERIMENTS
 
 OPTIMIZERS = ('grid.optimizer=[{name="sgd",lr=0.05,momentum=0.9,nesterov=true},{name="adam",lr=3e-3,weight_decay=1e-3},'

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fer_func.config import ConfigError
-from fer_func.study import cli
+from fer_func import cli
 from fer_func.study.options import BenchOptions, RunOptions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,10 +129,47 @@ def test_errors_raised_by_run_are_one_line(error, capsys, monkeypatch):
     assert capsys.readouterr().err == "error: train_limit = 0: must be positive\n"
 
 
-def test_argparse_errors_exit_2(capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["--study", "momentum"], "error: argument --study: invalid choice: 'momentum'"),
+    (["--experiment", "04", "--epochz", "3"], "error: unrecognized arguments: --epochz 3"),
+    (["export", "runs/x", "--out", "m.pt", "--format", "zip"], "error: argument --format: invalid choice: 'zip'"),
+    (["predict"], "error: the following arguments are required: MODEL, IMAGE"),
+])
+def test_argparse_errors_are_one_line_exit_2(argv, message, capsys):
+    # No usage screen before the error: the line that matters must be the only one.
     with pytest.raises(SystemExit) as e:
-        cli.main(["--study", "momentum"])
-    assert e.value.code == 2 and "error: argument --study: invalid choice: 'momentum'" in capsys.readouterr().err
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(message) and err.count("\n") == 1 and "--help" in err, err
+
+
+def test_help_names_every_mode_and_version(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for mode in ("--experiment ID_OR_NAME", "--study", "--all", "--search NAME", "--bench", "--resume RUN_DIR",
+                 "--list", "--version", "export RUN_DIR", "predict MODEL"):
+        assert mode in out, mode
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.split()[-1] == cli.version()
+
+
+@pytest.mark.parametrize("how", ["runner.py", "console script", "-m", "-c"])
+def test_malloc_reexec_runs_the_command_as_it_was_started(how, monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(cli.runtime, "reexec_tuned", lambda argv=None: seen.append(argv))
+    script = tmp_path / ("runner.py" if how == "runner.py" else "fer-func")
+    script.write_text("")
+    main_mod = types.ModuleType("__main__")
+    main_mod.__spec__ = importlib.machinery.ModuleSpec("fer_func.__main__", None) if how == "-m" else None
+    monkeypatch.setitem(sys.modules, "__main__", main_mod)
+    argv0 = {"-m": str(ROOT / "fer_func" / "__main__.py"), "-c": "-c"}.get(how, str(script))
+    monkeypatch.setattr(sys, "argv", [argv0, "--list"])
+    cli._tune_malloc()
+    # A console script or runner.py is a Python file to run again; -m re-runs the module, not its
+    # __main__.py as a file (whose folder would shadow the stdlib); python -c has nothing to re-run.
+    assert seen == {"-m": [["-m", "fer_func", "--list"]], "-c": []}.get(how, [[str(script), "--list"]])
 
 
 def test_runner_script_end_to_end():
@@ -140,3 +177,40 @@ def test_runner_script_end_to_end():
                        cwd=ROOT, timeout=120)
     assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
     assert p.stderr.startswith("error: unknown experiment '99'") and p.stderr.count("\n") == 1
+
+
+OWN_FILE = """
+[experiments.demo]
+id = "01"
+model = { name = "mlp", knobs = { hidden = [32] } }
+optimizer = { name = "adam", lr = 1e-3 }
+schedule = { name = "constant" }
+augment = { enabled = false }
+batch_size = 8
+epochs = 1
+seed = 0
+"""
+
+
+def test_own_experiments_file_without_profiles_runs_as_written(monkeypatch, tmp_path, capsys):
+    # The default profile on a CPU is 'cpu'; a user's file without [profiles] must run as written (full),
+    # not fail for a profile the user never asked for.
+    path = tmp_path / "exp.toml"
+    path.write_text(OWN_FILE)
+    seen = []
+    fake_module(monkeypatch, "fer_func.study.run", run=lambda options: seen.append(options) or tmp_path)
+    assert cli.main(["--experiment", "demo", "--experiments", str(path), "--device", "cpu"]) == 0, capsys.readouterr().err
+    assert seen[0].profile_name == "full"
+    assert cli.main(["--list", "--experiments", str(path), "--device", "cpu"]) == 0
+    assert "profile full (default here)" in capsys.readouterr().out
+    # Asked for by name, a missing profile is still the user's mistake.
+    assert cli.main(["--experiment", "demo", "--experiments", str(path), "--device", "cpu", "--profile", "cpu"]) == 2
+    assert "exp.toml has no such profile; choose one of full" in capsys.readouterr().err
+
+
+def test_set_errors_name_the_set_not_the_file(capsys, monkeypatch):
+    fake_module(monkeypatch, "fer_func.study.run", run=lambda options: pytest.fail("run() must not be reached"))
+    assert cli.main(["--experiment", "04", "--device", "cpu", "--set", "optimizer.lr=abc"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --set optimizer.lr=abc: experiment 'regularized_cnn' (04): optimizer.lr = 'abc'")
+    assert "experiments.toml" not in err

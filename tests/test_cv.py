@@ -88,7 +88,7 @@ def test_cv_in_experiments_makes_one_variant_per_fold_and_seed():
 
 def test_cv_run_reports_the_cv_mean_and_the_fold_ensemble(tmp_path, monkeypatch):
     import json
-    from fer_func.study import cli
+    from fer_func import cli
     from test_all import tiny_fer2013
     from test_views import QUICK, TINY
 

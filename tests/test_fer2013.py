@@ -200,3 +200,23 @@ def test_real_file(tmp_path):
     assert d.labels["train"][:10].tolist() == [0, 0, 2, 4, 6, 2, 4, 3, 3, 2]
     again = load_csv(REAL, cache_dir=tmp_path)
     assert all(torch.equal(d.images[s], again.images[s]) for s in ("train", "val", "test"))
+
+
+def test_the_command_line_flag_the_error_names_exists(tmp_path, monkeypatch):
+    # The bad-row error tells a CLI user which flag drops the rows; that flag must parse and reach the loader.
+    import re
+
+    from fer_func import cli
+    from fer_func.study.run import _load_data
+
+    monkeypatch.setenv("FER_FUNC_CACHE", str(tmp_path / "cache"))
+    pixels, labels = make_rows()
+    rows = fer_rows(pixels, labels)
+    rows[3] = ",".join(("7", px(pixels[3]), USAGE[3]))
+    f = write(tmp_path / "bad.csv", "emotion,pixels,Usage", rows)
+    with pytest.raises(DataError) as e:
+        load(f, cache_dir=False)
+    flag = re.search(r"CLI: (--[a-z-]+)", str(e.value)).group(1)
+    options = cli.to_options(cli.build_parser().parse_args(["--experiment", "01", "--data", str(f), flag]))
+    with pytest.warns(UserWarning, match="skipped 1 bad rows"):
+        assert _load_data(options).skipped_rows == 1

@@ -184,7 +184,7 @@ def test_build_validates_names_and_knobs():
 def test_importing_the_models_and_the_runner_does_not_import_torchvision():
     # torchvision (~1.3 s of a 2-core CPU's start-up) is only needed by ResNet's torch.nn twin, which
     # imports it when built; every command imports fer_func.models, so it must not pay for it.
-    code = ("import sys, fer_func.models, fer_func.study.run, fer_func.study.cli\n"
+    code = ("import sys, fer_func.models, fer_func.study.run, fer_func.cli\n"
             "assert 'torchvision' not in sys.modules, 'torchvision imported'\n"
             "fer_func.models.build('resnet').reference()\n"
             "assert 'torchvision' in sys.modules\n")

@@ -9,7 +9,7 @@ small gradient differences into sign flips of whole-lr steps. So the check is on
 import pytest
 import torch
 
-from fer_func import tree
+from fer_func import runtime, tree
 from fer_func.config import AugmentConfig, ModelConfig, OptimizerConfig, VariantConfig
 from fer_func.population import Population
 from fer_func.population import precision
@@ -87,3 +87,17 @@ def test_evaluation_copies_nothing_from_the_host(monkeypatch):
 def test_cuda_graphs_is_a_no_op_off_cuda():
     pop = Population(VARIANTS, random_data(n_train=32), compile=False, cuda_graphs=True)
     assert pop.cuda_graphs is False
+
+
+@pytest.mark.parametrize("native", [False, True, None])
+def test_bf16_on_a_cpu_without_bf16_instructions_warns_once(native, monkeypatch, capsys):
+    monkeypatch.setattr(runtime, "native_bf16", lambda: native)
+    monkeypatch.setattr(precision, "_slow_bf16_warned", False)
+    for _ in range(2):
+        precision.configure("cpu", "bf16")
+    precision.configure("cpu", "fp32")
+    err = capsys.readouterr().err
+    if native is False:  # None: flags unknown (not Linux x86), so no claim is made
+        assert err.count("\n") == 1 and "avx512_bf16" in err and "amx_bf16" in err and "--precision fp32" in err, err
+    else:
+        assert err == ""

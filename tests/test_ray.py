@@ -19,7 +19,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (the dev extra has it)")
 
-from fer_func.study import cli  # noqa: E402
+from fer_func import cli  # noqa: E402
 from test_all import tiny_fer2013  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,7 +235,7 @@ def test_ray_not_installed_is_one_line_with_the_install_command(tmp_path):
 
 
 def test_without_ray_the_run_never_imports_it(data, tmp_path):
-    code = ("import sys; from fer_func.study import cli; "
+    code = ("import sys; from fer_func import cli; "
             f"rc = cli.main({['--experiment', 'tiny_cnn', '--epochs', '1', '--max-k', '2', '--no-compile', '--wandb', 'disabled', '--data', str(data), '--out', str(tmp_path)]!r}); "
             "assert rc == 0; assert 'ray' not in sys.modules, 'ray was imported'")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)

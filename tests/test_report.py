@@ -28,7 +28,7 @@ def variant(id, hparams, seed, accs, *, diverged=False, test=0.5, params=1234):
             e.update(train_loss=NAN, val_loss=math.inf)
     cm = confusion([9, 1, 5, 10, 6, 8, 7])
     return {"id": id, "hparams": hparams, "seed": seed, "diverged": diverged, "param_count": params, "epochs": epochs,
-            "final": {"train_acc": accs[-1] + 0.1, "val_acc": accs[-1], "test_acc": test, "best_epoch": len(accs),
+            "final": {"train_acc": accs[-1] + 0.1, "val_acc": accs[-1], "test_acc": test, "best_epoch": len(accs) - 1,
                       "gap": 0.1, "per_class": report.per_class(cm), "confusion": cm}}
 
 
@@ -173,6 +173,29 @@ def test_curves_keep_their_axes_under_the_legend_of_a_whole_study(tmp_path, n, m
         assert len(legend.get_texts()) == n and legend._ncols == math.ceil(n / plots.LEGEND_ROWS)
         assert len(legend.figure.axes) == axes
         assert all(ax.get_position().height > 0.5 and ax.get_position().width > 0.15 for ax in legend.figure.axes)
+
+
+def test_summary_says_where_the_numbers_come_from(results):
+    # best_epoch is an index from 0 (the engine's); the summary counts from 1 like the progress bar.
+    results["data"] = "/data/fer2013.csv (train 28709, val 3589, test 3589)"
+    md = report.summary_md(results)
+    assert "Data: /data/fer2013.csv (train 28709, val 3589, test 3589)." in md and "generated" not in md
+    assert "val = FER2013's PublicTest split" in md and "test = its PrivateTest split" in md
+    assert "gap can be negative" in md and "dropout and augmentation" in md
+    assert "best epoch 2)" in md and "Epochs count from 1" in md
+    results["data"] = "synthetic FER (seed 0) (train 28709, val 3589, test 3589)"
+    assert "generated FER2013-shaped faces" in report.summary_md(results)
+
+
+def test_eager_run_reports_no_compile_time(results):
+    # --no-compile: the run records compile_s as None, and the summary shows no compile numbers at all.
+    results["timing"]["compile_s"] = None
+    results["populations"] = [{"model": "mlp", "k": 4, "compile_s": None, "eval_compile_s": None, "step_s": 0.01,
+                               "wall_s": 12.0}]
+    md = report.summary_md(results)
+    assert "compile" not in md and "| 1 | mlp | 4 | 0.010 | 12 |" in md and "step_s = 0.01" in md
+    results["populations"][0].update(compile_s=3.0, eval_compile_s=1.0)
+    assert "| 1 | mlp | 4 | 3.0 | 1.0 | 0.010 | 12 |" in report.summary_md(results)
 
 
 def test_single_seed_summary_has_no_seed_column(tmp_path, results):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer_func.study import cli
+from fer_func import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--set", "model.knobs.channels=[4,8]", "--set", "model.knobs.fc=[16]", "--train-limit", "256",
@@ -46,9 +46,15 @@ def assert_same_epochs(a, b):
             a["final"][k] == b["final"][k]
 
 
-def test_run_directory_wandb_and_one_variant_alone_equals_it_inside_the_study(tmp_path):
+def test_run_directory_wandb_and_one_variant_alone_equals_it_inside_the_study(tmp_path, capsys):
     study = run_cli(tmp_path / "study", "--epochs", "2", "--wandb", "offline",
                     *grid([0.01, 0.001], ["constant", "cosine"]))
+    # Eager (--no-compile, in SMALL): no compile time printed, recorded or summarised.
+    out = capsys.readouterr()
+    assert "compile" not in out.out + out.err
+    assert "compile" not in (study / "summary.md").read_text()
+    timed = json.loads((study / "results.json").read_text())
+    assert timed["timing"]["compile_s"] is None and all(p["compile_s"] is None for p in timed["populations"])
     alone = run_cli(tmp_path / "alone", "--epochs", "2", "--wandb", "disabled", *grid([0.001], ["cosine"]))
 
     # The run directory a user gets.

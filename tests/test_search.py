@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from fer_func.search import run as search_run
-from fer_func.study import cli
+from fer_func import cli
 
 EXPERIMENT = """
 [experiments.tiny]

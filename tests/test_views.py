@@ -17,7 +17,8 @@ from fer_func import tree
 from fer_func.config import ConfigError, ModelConfig, OptimizerConfig, VariantConfig
 from fer_func.population import Population, views
 from fer_func.population.population import MEAN, STD
-from fer_func.study import cli, ensembles, results
+from fer_func import cli
+from fer_func.study import ensembles, results
 
 from test_all import tiny_fer2013
 from test_population import random_data

@@ -28,7 +28,7 @@ import torch
 
 from fer_func import data as fer_data
 from fer_func.bench import torch_loop
-from fer_func.bench.suite import machine
+from fer_func.runtime import machine
 from fer_func.models import build_from
 from fer_func.population.plan import make_plan
 from fer_func.study import estimate

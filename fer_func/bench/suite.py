@@ -3,28 +3,19 @@ from __future__ import annotations
 
 import functools
 import gc
-import os
-import platform
-import time
 from pathlib import Path
 
 import torch
 
-from fer_func.bench import impls, malloc, report
+from fer_func.bench import impls, report
 from fer_func.bench.measure import time_interleaved, time_steps
+from fer_func.runtime import machine
 from fer_func.study import estimate
 
 DEFAULT_MODELS = ("mlp", "simple_cnn", "regularized_cnn")
 DEFAULT_K = (1, 2, 4, 8)
 DEFAULT_BATCH = 64
 DEFAULT_STEPS = 10
-
-
-def machine(device: torch.device) -> dict:
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    return {"host_cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "cpu": platform.processor() or platform.machine(), "gpu": gpu,
-            "malloc": malloc.describe(), "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def bench_data(batch: int, steps: int):
@@ -91,7 +82,7 @@ def main(options) -> int:
     """Entry point of ``runner.py --bench`` (options: fer_func.study.options.RunOptions)."""
     from fer_func.study.options import resolve_device
 
-    # runner.py has already re-executed itself with tuned malloc (fer_func.bench.malloc) on Linux.
+    # The CLI has already re-executed itself with tuned malloc (fer_func.runtime) on Linux.
     device = resolve_device(options.device)
     b = options.bench
     names = b.impls or impls.IMPLS

@@ -191,7 +191,7 @@ def start_worker(path: Path, device: str, cpus: int) -> dict:
 
 def _population_task(spec: dict, data) -> dict:
     """One population on the device Ray gave this worker (runs in the worker process)."""
-    from fer_func.bench.suite import machine
+    from fer_func.runtime import machine
     from fer_func.study import run as study_run
 
     device = torch.device(spec["device"])

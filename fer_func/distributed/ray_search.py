@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from fer_func.bench.suite import machine
+from fer_func.runtime import machine
 from fer_func.config import ConfigError
 from fer_func.distributed import ray_run
 from fer_func.study import checkpoint
@@ -92,7 +92,7 @@ def _run(options: RunOptions) -> Path:
           f"({ray_run.describe(resources)}), {setup.trials} trials in one study ({journal})",
           flush=True)
 
-    data = fer_data.load(options.data).limit_train(options.train_limit)
+    data = fer_data.load(options.data, skip_bad_rows=options.skip_bad_rows).limit_train(options.train_limit)
     data_ref = ray.put(data)  # once, into the object store
     task = ray.remote(max_retries=ray_run.MAX_RETRIES, retry_exceptions=False, **resources)(_worker)
     base = dataclasses.replace(options, ray=None, ray_cpus=None, ray_storage=None, resume=None, device=device.type)

@@ -25,27 +25,19 @@ from pathlib import Path
 
 import torch
 
+from fer_func.runtime import cpu_flags
+
 _SOURCE = Path(__file__).with_name("threefry.cpp")
 _FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-std=c++17", "-shared", "-fPIC", "-pthread"]
 _lib = None
 _tried = False
 
 
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def _build() -> Path:
     from fer_func.data import cache  # here, not at the top: fer_func.data imports prng, which imports this module
 
     compiler = os.environ.get("CXX", "g++")
-    ident = hashlib.sha1("\n".join([_SOURCE.read_text(), compiler, *_FLAGS, platform.machine(), _cpu_flags()]).encode())
+    ident = hashlib.sha1("\n".join([_SOURCE.read_text(), compiler, *_FLAGS, platform.machine(), cpu_flags()]).encode())
     lib = cache.cache_path(None, f"native/threefry-{ident.hexdigest()[:16]}.so")
     if lib.exists():
         return lib

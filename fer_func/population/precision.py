@@ -13,8 +13,11 @@ returns the line a run prints, so a user always sees what their numbers were com
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import torch
+
+from fer_func import runtime
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 
@@ -36,10 +39,24 @@ def autocast(precision: str, device_type: str):
     return contextlib.nullcontext()
 
 
+_slow_bf16_warned = False
+
+
+def warn_if_bf16_is_emulated(device: torch.device) -> None:
+    """One stderr line, once per process, where bf16 would run emulated: a silent ~40x slowdown otherwise."""
+    global _slow_bf16_warned
+    if device.type == "cpu" and not _slow_bf16_warned and runtime.native_bf16() is False:
+        _slow_bf16_warned = True
+        print(f"warning: precision bf16: this CPU lacks {' and '.join(runtime.BF16_FLAGS)}, so bf16 is emulated "
+              f"and runs ~40x slower than float32 here; use --precision fp32", file=sys.stderr, flush=True)
+
+
 def configure(device: torch.device | str, precision: str) -> str:
     """Set TF32 and cuDNN autotuning for ``precision`` on ``device``; return a one-line description."""
     device = torch.device(device)
     check(precision)
+    if precision == "bf16":
+        warn_if_bf16_is_emulated(device)
     if device.type != "cuda":
         return f"precision: {precision}" + (" (TF32 is CUDA-only: float32 here)" if precision == "tf32" else "")
     tf32 = precision in ("tf32", "bf16")  # bf16 runs what autocast keeps in float32 (e.g. the loss) as TF32

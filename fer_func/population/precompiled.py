@@ -54,8 +54,8 @@ def signature(args) -> str:
 def environment() -> str:
     # The CPU by its flags and ATen's vector capability, not by inductor's ISA probe: that probe compiles
     # and loads a test library per ISA, and asking it here would put it in front of every first trace.
-    from fer_func.native.threefry import _cpu_flags
-    cpu = hashlib.sha256(_cpu_flags().encode()).hexdigest()[:16]
+    from fer_func.runtime import cpu_flags
+    cpu = hashlib.sha256(cpu_flags().encode()).hexdigest()[:16]
     return (f"torch {torch.__version__} | python {sys.version} | {platform.machine()} | "
             f"{torch.backends.cpu.get_cpu_capability()} {cpu} | {source_hash()}")
 

@@ -30,7 +30,7 @@ import optuna
 import torch
 
 from fer_func import data as fer_data
-from fer_func.bench.suite import machine
+from fer_func.runtime import machine
 from fer_func.population import Population
 from fer_func.search import space as spaces
 from fer_func.search.pbt import PBT

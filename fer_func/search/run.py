@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import optuna
 import torch
 
 from fer_func import data as fer_data, tree
-from fer_func.bench.suite import machine
+from fer_func.runtime import command, machine
 from fer_func.config import ConfigError
 from fer_func.population import Population
 from fer_func.population import precision as precisions
@@ -119,7 +118,7 @@ def run(options: RunOptions, data=None) -> Path:
     print(precisions.configure(device, options.precision), flush=True)
     setup = Setup(options)
     if data is None:
-        data = fer_data.load(options.data).limit_train(options.train_limit)
+        data = fer_data.load(options.data, skip_bad_rows=options.skip_bad_rows).limit_train(options.train_limit)
     experiments.check_dataset(setup.room[:1], int(data.labels["train"].shape[0]))
 
     if options.resume is not None:
@@ -151,8 +150,7 @@ def run(options: RunOptions, data=None) -> Path:
         results = json.loads(sd["results"])
     else:
         pop = driver.start(build)
-        results = {"command": " ".join(["python", "runner.py", *sys.argv[1:]]) if sys.argv[0].endswith("runner.py")
-                   else None, "started": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(device),
+        results = {"command": command(), "started": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(device),
                    "experiment": setup.exp.name, "method": setup.method, "k": setup.k, "trials_budget": setup.trials,
                    "epochs_per_trial": setup.epochs, "profile": options.profile, "data": data.describe(),
                    "space": [dataclasses.asdict(p) for p in setup.space.params], "seed": setup.seed,

@@ -391,9 +391,27 @@ def _label(where: str, key: str, value):
 
 
 def _expand(exp: Experiment, overrides: tuple[str, ...], seeds: int) -> list[VariantConfig]:
-    where = f"{exp.source}: experiment {exp.name!r} ({exp.id})"
     if not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"--seeds = {seeds!r}: must be a positive integer")
+    try:
+        return _expand_with(f"{exp.source}: experiment {exp.name!r} ({exp.id})", exp, overrides, seeds)
+    except ConfigError as e:
+        if not overrides:
+            raise
+        first_error = e
+    # The file alone was valid (load checked it), so a --set broke it: name the first one that does, not the file.
+    where = f"experiment {exp.name!r} ({exp.id})"
+    for i, text in enumerate(overrides):
+        try:
+            _expand_with(where, exp, overrides[:i + 1], seeds)
+        except ConfigError as e:
+            message = str(e)
+            raise ConfigError(message if message.startswith("--set ") or f"--set {text}" in message
+                              else f"--set {text}: {message}") from None
+    raise first_error
+
+
+def _expand_with(where: str, exp: Experiment, overrides: tuple[str, ...], seeds: int) -> list[VariantConfig]:
     table, grid, sets = copy.deepcopy(exp.table), dict(exp.grid), []
     for text in overrides:
         key, value = parse_override(text)
@@ -401,7 +419,8 @@ def _expand(exp: Experiment, overrides: tuple[str, ...], seeds: int) -> list[Var
             grid.update(_flatten_grid(where, {key[5:]: value}))
         else:
             _put(where, table, key, value)
-            sets.append((text, key, value))
+            # a later --set of the same key wins; only the grid may not overwrite it
+            sets = [s for s in sets if s[1] != key] + [(text, key, value)]
     for key, values in grid.items():
         labels = [json.dumps(_label(where, key, v)) for v in values]
         if len(set(labels)) != len(labels):

@@ -12,7 +12,21 @@ from pathlib import Path
 
 from fer_func.config import ConfigError
 
-DEFAULT_EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments.toml"
+
+
+def _default_experiments() -> Path:
+    """The repository's top-level experiments.toml in a checkout; in an installed wheel, the copy its build packaged.
+
+    A checkout is recognised by its pyproject.toml beside the file, so a stray experiments.toml in
+    site-packages is never mistaken for it.
+    """
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "experiments.toml").is_file():
+        return root / "experiments.toml"
+    return Path(__file__).resolve().parents[1] / "experiments.toml"  # made by setup.py's build hook
+
+
+DEFAULT_EXPERIMENTS = _default_experiments()
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,7 @@ class RunOptions:
     # how to run it
     experiments: Path = DEFAULT_EXPERIMENTS
     data: str = "synthetic"            # "synthetic" or a path to fer2013.csv / an image folder
+    skip_bad_rows: bool = False        # drop a CSV's malformed rows (with a warning) instead of stopping
     epochs: int | None = None          # overrides every variant's epochs
     cv: int | None = None              # k-fold cross-validation of every selected experiment (same as --set cv=k)
     train_limit: int | None = None     # use only the first N training images (quick runs)
@@ -73,9 +88,13 @@ class RunOptions:
 
     @property
     def profile_name(self) -> str:
-        """The profile this run uses: the one asked for, else the device's default."""
-        from fer_func.study.profiles import default_name
-        return self.profile or default_name(resolve_device(self.device))
+        """The profile this run uses: the one asked for, else the device's default where the file has it,
+        else ``full``: a user's own experiments file (often without [profiles]) runs as written."""
+        if self.profile is not None:
+            return self.profile
+        from fer_func.study import experiments, profiles
+        name = profiles.default_name(resolve_device(self.device))
+        return name if name in experiments.load_profiles(self.experiments) else profiles.FULL
 
     @property
     def all_overrides(self) -> tuple[str, ...]:

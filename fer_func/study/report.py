@@ -120,8 +120,10 @@ def summary_md(results: dict, confidence: float = 0.95) -> str:
     where = [f"profile {results['profile']}"] if results.get("profile") else []
     if results.get("train_limit"):
         where.append(f"first {results['train_limit']:,} training images")
-    lines = ["# Run summary", "", *([", ".join(where) + ".", ""] if where else []),
-             f"Accuracies in percent{pct}; gap = train acc - val acc.", "",
+    lines = ["# Run summary", "", *_data_lines(results.get("data")), *([", ".join(where) + ".", ""] if where else []),
+             f"Accuracies in percent{pct}; gap = train acc - val acc. The gap can be negative: train acc is "
+             f"measured while training, with dropout and augmentation on, val acc on the plain images in eval mode. "
+             f"Epochs count from 1, as the progress bar does.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, vs in groups.items():
         ok = [v for v in vs if not v["diverged"]]
@@ -143,24 +145,40 @@ def summary_md(results: dict, confidence: float = 0.95) -> str:
     best = best_variant(results)
     if best is not None:
         v = results["variants"][best]
-        lines += ["", f"Best variant: **{v['id']}** (val acc {100 * v['final']['val_acc']:.2f}%, "
-                      f"best epoch {v['final']['best_epoch']})."]
+        epoch = v["final"].get("best_epoch")  # an index into the epochs, from 0
+        lines += ["", f"Best variant: **{v['id']}** (val acc {100 * v['final']['val_acc']:.2f}%"
+                      + (f", best epoch {epoch + 1}" if isinstance(epoch, int) and epoch >= 0 else "") + ")."]
     more = ensembles.table(results, confidence)
     if more:
         lines += ["", *more]
-    pops = [(i, p) for i, p in enumerate(results.get("populations") or []) if _finite(p.get("compile_s"))]
+    pops = [(i, p) for i, p in enumerate(results.get("populations") or []) if _finite(p.get("wall_s"))]
     if pops:
-        lines += ["", "| population | model | K | compile s (step) | compile s (eval) | step s | wall s |",
-                  "|---|---|---|---|---|---|---|"]
+        # Eager runs (--no-compile) record no compile time: no compile columns then.
+        compiled = any(_finite(p.get("compile_s")) for _, p in pops)
         cell = lambda x, spec: format(x, spec) if _finite(x) else "—"  # noqa: E731
-        lines += [f"| {i + 1} | {p['model']} | {p['k']} | {cell(p['compile_s'], '.1f')} | "
-                  f"{cell(p.get('eval_compile_s'), '.1f')} | {cell(p.get('step_s'), '.3f')} | "
-                  f"{cell(p.get('wall_s'), '.0f')} |" for i, p in pops]
+        head = ["population", "model", "K", *(["compile s (step)", "compile s (eval)"] if compiled else []),
+                "step s", "wall s"]
+        lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join([str(i + 1), p["model"], str(p["k"]),
+                                     *([cell(p.get("compile_s"), ".1f"), cell(p.get("eval_compile_s"), ".1f")]
+                                       if compiled else []),
+                                     cell(p.get("step_s"), ".3f"), cell(p.get("wall_s"), ".0f")]) + " |"
+                  for i, p in pops]
     t = results.get("timing") or {}
     if t:
         lines += ["", "Timing: " + ", ".join(f"{k} = {t[k]:.2f}" for k in ("compile_s", "step_s", "wall_s")
                                               if _finite(t.get(k))) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _data_lines(data: str | None) -> list[str]:
+    """Where the numbers come from: the data source and which FER2013 split each accuracy is measured on."""
+    if not data:
+        return []
+    synthetic = " (generated FER2013-shaped faces, not real ones: the accuracies say nothing about FER2013)"
+    return [f"Data: {data}{synthetic if data.startswith('synthetic') else ''}. "
+            f"val = FER2013's PublicTest split (picks the best epoch and the best variant), "
+            f"test = its PrivateTest split (reported only).", ""]
 
 
 def _finite(x) -> bool:

@@ -15,7 +15,6 @@ import dataclasses
 import logging
 import json
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from fer_func import data as fer_data
-from fer_func.bench.suite import machine
+from fer_func.runtime import command, machine, program
 from fer_func.models import build_from
 from fer_func.population import Population, compaction
 from fer_func.study import checkpoint, ensembles, experiments, report
@@ -45,7 +44,7 @@ class Interrupted(KeyboardInterrupt):
 
     @classmethod
     def at(cls, run_dir) -> "Interrupted":
-        return cls(f"interrupted; checkpoint written. Resume with: python runner.py --resume {run_dir}")
+        return cls(f"interrupted; checkpoint written. Resume with: {program() or 'fer-func'} --resume {run_dir}")
 
 
 class _StopFlag:
@@ -79,7 +78,7 @@ def _epoch_records(record: dict, i: int) -> dict:
 
 
 def _load_data(options: RunOptions):
-    data = fer_data.load(options.data)
+    data = fer_data.load(options.data, skip_bad_rows=options.skip_bad_rows)
     return data.limit_train(options.train_limit)
 
 
@@ -142,7 +141,7 @@ def _run(options: RunOptions) -> Path:
                        "seed": v.seed, "diverged": False, "param_count": 0, "macs": 0, "population": g, "epochs": [],
                        "final": None} for g, group in enumerate(groups) for v in group}
     # The report and W&B list variants in population order.
-    results = {"command": " ".join(["python", "runner.py", *sys.argv[1:]]) if sys.argv[0].endswith("runner.py") else None,
+    results = {"command": command(),
                "started": time.strftime("%Y-%m-%d %H:%M"),
                "machine": machine(device if resources is None else torch.device("cpu")),  # the driver's
                "ray": None if resources is None else {"address": options.ray, "resources": resources},
@@ -150,7 +149,7 @@ def _run(options: RunOptions) -> Path:
                "device": str(device), "precision": precision, "variants": [entries[id(v)] for group in groups for v in group],
                "populations": [{"model": group[0].model.name, "k": len(group), "compile_s": None, "eval_compile_s": None,
                                 "step_s": None, "wall_s": None} for group in groups],
-               "timing": {"compile_s": 0.0, "step_s": 0.0, "wall_s": 0.0}}
+               "timing": {"compile_s": 0.0 if options.compile else None, "step_s": 0.0, "wall_s": 0.0}}
 
     with Tracker(options.wandb, run_dir, group=run_dir.name) as tracker, _StopFlag() as stop:
         for group in groups:
@@ -222,7 +221,10 @@ def train_population(group, g: int, n_groups: int, data, options: RunOptions, de
     finals = [{**{k: final[k] for k in ("train_acc", "val_acc", "test_acc", "best_epoch", "gap", "per_class",
                                        "confusion", "stopped_epoch")}, "diverged": final["diverged"]}
               for final in finished]
-    timing = {"compile_s": pop.timing["compile_s"], "eval_compile_s": pop.timing.get("eval_compile_s"),
+    # Eager (--no-compile): the first step is only a warm-up, so no compile time is recorded or shown.
+    compiled = bool(pop.compile)
+    timing = {"compile_s": pop.timing["compile_s"] if compiled else None,
+              "eval_compile_s": pop.timing.get("eval_compile_s") if compiled else None,
               "step_s": pop.timing["step_s"], "wall_s": time.perf_counter() - t0}
     return {"g": g, "finals": finals, "store": store, "timing": timing, "history": list(pop.history)}
 
@@ -238,7 +240,8 @@ def _gather(outcome: dict, group, entries: dict, store: dict, results: dict) -> 
         else:
             store[key] = value
     t, timing = results["timing"], outcome["timing"]
-    t["compile_s"] += timing["compile_s"]
+    if timing["compile_s"] is not None:
+        t["compile_s"] = (t["compile_s"] or 0.0) + timing["compile_s"]
     t["step_s"] = max(t["step_s"], timing["step_s"])
     results["populations"][outcome["g"]].update(timing, **outcome.get("placement", {}))
 
@@ -252,7 +255,7 @@ def _train(pop, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progress_bar,
             first, start = pop.timing["steps"] == 0, pop.step_in_epoch
 
             def progress(done):
-                if first and done == start + 1:  # the first step includes torch.compile: show it apart
+                if first and done == start + 1 and pop.compile:  # the first step includes torch.compile: show it apart
                     bar.set_postfix_str(f"first step (compile) {pop.timing['compile_s']:.1f}s")
                 bar.update(done - bar.n)
 
@@ -263,11 +266,12 @@ def _train(pop, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progress_bar,
                 raise Interrupted.at(run_dir)
             best = float(record["val_acc"].max())
             samples = plan.micro_batch * plan.steps_per_epoch * len(pop.live)
-            bar.set_postfix_str(f"compile {pop.timing['compile_s']:.1f}s, {samples / record['epoch_s']:.0f} "
-                                f"variant-samples/s, best val {100 * best:.1f}%")
+            compiled = f"compile {pop.timing['compile_s']:.1f}s, " if pop.compile else ""
+            bar.set_postfix_str(f"{compiled}{samples / record['epoch_s']:.0f} variant-samples/s, "
+                                f"best val {100 * best:.1f}%")
         live = int((~pop.ended()).sum())
         if compact and compaction.worth_it(len(pop.live), live, record["epoch_s"], plan.epochs - pop.epoch,
-                                           pop.timing["compile_s"] + pop.timing.get("eval_compile_s", 0.0)):
+                                           pop.timing["compile_s"] + (pop.timing.get("eval_compile_s") or 0.0)):
             print(f"pop {g + 1}/{n_groups}: {len(pop.live) - live} variants ended; continuing with the {live} live "
                   f"ones (compiles the step for K={live})", flush=True)
             pop.compact()

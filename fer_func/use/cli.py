@@ -1,4 +1,4 @@
-"""``runner.py export`` and ``runner.py predict``: their own parser, reached from fer_func/study/cli.py.
+"""``fer-func export`` and ``fer-func predict``: their own parser, reached from fer_func/cli.py.
 
 As everywhere in the CLI, a user's mistake (missing file, unreadable image, a file of the wrong
 kind, an unknown --variant) prints one line ``error: ...`` on stderr and exits 2, never a traceback.
@@ -11,26 +11,26 @@ import json
 import sys
 from pathlib import Path
 
-from fer_func.config import ConfigError
+from fer_func.config import ArgumentParser, ConfigError
 from fer_func.use import annotate
 
 _EPILOG = """\
 examples:
-  python runner.py export runs/2026-01-01_12-00-00_lr --out model.pt           # best variant, state_dict
-  python runner.py export runs/2026-01-01_12-00-00_lr --variant ensemble --out lr.onnx
-  python runner.py export runs/2026-01-01_12-00-00_search-tiny-tpe --out best_trial.pt2   # a search's best trial
-  python runner.py predict model.pt group.jpg photos/ --annotate boxed/      # every face found, boxes drawn
-  python runner.py predict model.pt2 'crops/*.png' --no-detect --csv predictions.csv
+  %(prog)s export runs/2026-01-01_12-00-00_lr --out model.pt           # best variant, state_dict
+  %(prog)s export runs/2026-01-01_12-00-00_lr --variant ensemble --out lr.onnx
+  %(prog)s export runs/2026-01-01_12-00-00_search-tiny-tpe --out best_trial.pt2   # a search's best trial
+  %(prog)s predict model.pt group.jpg photos/ --annotate boxed/      # every face found, boxes drawn
+  %(prog)s predict model.pt2 'crops/*.png' --no-detect --csv predictions.csv
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="runner.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+def build_parser(prog: str = "fer-func") -> argparse.ArgumentParser:
+    p = ArgumentParser(prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=_EPILOG, description="Export a trained network and predict with it (docs/use.md).")
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("export", help="write a run's network or ensemble to a file (+ FILE.json)",
                        description="Write a run's best-epoch network (or an ensemble) as one file plus FILE.json.")
-    e.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory written by runner.py (runs/<date>_<label>)")
+    e.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory written by a training run (runs/<date>_<label>)")
     e.add_argument("--variant", default="best", metavar="ID|best|ensemble",
                    help="a variant id from results.json; 'best' (default: highest best-epoch val acc, as summary.md); "
                         "'ensemble': every non-diverged variant with the best one's architecture, softmax averaged")
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("predict", help="class probabilities of the faces in image files",
                        description="Find the faces in every image (OpenCV's Haar cascade) and print each face's box, "
                                    "7 class probabilities and top class; --no-detect: the whole image is one face.")
-    r.add_argument("model", metavar="MODEL", type=Path, help="a file written by `runner.py export` (any format)")
+    r.add_argument("model", metavar="MODEL", type=Path, help="a file written by `export` (any format)")
     r.add_argument("images", metavar="IMAGE", nargs="+", help="image files, folders (their image files) or quoted globs")
     r.add_argument("--no-detect", action="store_true",
                    help="no face detection: each image is one face (centre square), for images already cropped like FER2013")
@@ -100,8 +100,8 @@ def _predict(args) -> int:
     return 0
 
 
-def main(argv) -> int:
-    args = build_parser().parse_args(argv)  # usage errors: argparse prints "error: ..." and exits 2
+def main(argv, prog: str = "fer-func") -> int:
+    args = build_parser(prog).parse_args(argv)  # usage errors: one line "error: ..." and exit 2
     try:
         return _export(args) if args.command == "export" else _predict(args)
     except ConfigError as e:  # UseError included

@@ -1,38 +1,74 @@
-"""The command line: argv -> RunOptions -> one call (``run``, ``fer_func.bench.main`` or the listing).
+"""The command line, top floor of the package: argv -> RunOptions -> one call.
 
-A user's mistake (bad key, missing file, ``--device cuda`` without a GPU) ends as one line
-``error: ...`` on stderr and exit code 2, never a traceback; argparse's own errors look the same.
-The engine is imported only once the options are known to be good, so ``--help``, ``--list`` and
-every usage error answer without loading it.
+Every mode starts here: training (``--experiment``, ``--study``, ``--all``, ``--resume``), ``--search``,
+``--bench``, ``--list``, and the ``export`` / ``predict`` subcommands (their own parser in
+fer_func/use/cli.py). ``fer-func``, ``python -m fer_func`` and ``python runner.py`` all call
+:func:`main`. Nothing in the package imports this module; it imports whatever a mode needs.
+
+A user's mistake (bad key, missing file, ``--device cuda`` without a GPU, a mistyped flag) ends as one
+line ``error: ...`` on stderr and exit code 2, never a traceback or a screen of usage. The engine is
+imported only once the options are known to be good, so ``--help``, ``--list`` and every usage error
+answer without loading it.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
-from fer_func.config import ConfigError
+from fer_func import runtime
+from fer_func.config import ArgumentParser, ConfigError
 from fer_func.study import experiments, profiles
 from fer_func.study.options import DEFAULT_EXPERIMENTS, BenchOptions, RunOptions, check, e2e_study
 
 STUDIES = ("lr", "optimizer", "batch_size")
 FULL_TRAIN = 28709  # FER2013's Training split; the synthetic data has the same size
 
+_USAGE = """\
+%(prog)s (--experiment ID_OR_NAME | --study {lr,optimizer,batch_size} | --all | --resume RUN_DIR) [options]
+       %(prog)s --search NAME [--trials N] [--method {tpe,random,pbt}] [options]
+       %(prog)s --bench [--e2e NAME | --models NAME... --k K...] [options]
+       %(prog)s --list | --help | --version
+       %(prog)s export RUN_DIR --out FILE [--variant ID|best|ensemble] [--format FORMAT]
+       %(prog)s predict MODEL IMAGE... [--csv PATH]"""
+
 _EPILOG = """\
+subcommands (each has its own --help):
+  export RUN_DIR --out FILE   write a run's best network (or an ensemble) as state_dict, TorchScript or ONNX
+  predict MODEL IMAGE...      class probabilities of image files with an exported network (docs/use.md)
+
 examples:
-  python runner.py --list
-  python runner.py --study lr                         # experiment 08: 12 variants, one population
-  python runner.py --experiment 04 --epochs 5 --set optimizer.lr=3e-4
-  python runner.py --study batch_size --seeds 3       # mean and 95% CI over seeds in summary.md
-  python runner.py --all --device cuda --wandb online
-  python runner.py --resume runs/2026-01-01_12-00-00_lr
-  python runner.py --search regularized_cnn --trials 40 --k 8 --method tpe --storage sqlite:///search.db
-  python runner.py --bench --models simple_cnn resnet --k 1 8 32
-  python runner.py --bench --e2e lr --json e2e.json   # the study as a population vs a plain torch loop
-  python runner.py --all --seeds 3 --ray auto --max-k 8  # populations on a Ray cluster, one per device
+  %(prog)s --list
+  %(prog)s --study lr                         # experiment 08: 12 variants, one population
+  %(prog)s --experiment 04 --epochs 5 --set optimizer.lr=3e-4
+  %(prog)s --study batch_size --seeds 3       # mean and 95%% CI over seeds in summary.md
+  %(prog)s --all --device cuda --wandb online
+  %(prog)s --resume runs/2026-01-01_12-00-00_lr
+  %(prog)s --search regularized_cnn --trials 40 --k 8 --method tpe --storage sqlite:///search.db
+  %(prog)s --bench --models simple_cnn resnet --k 1 8 32
+  %(prog)s --bench --e2e lr --json e2e.json   # the study as a population vs a plain torch loop
+  %(prog)s --all --seeds 3 --ray auto --max-k 8  # populations on a Ray cluster, one per device
+  %(prog)s export runs/2026-01-01_12-00-00_lr --out model.pt
+  %(prog)s predict model.pt face.jpg photos/
 """
+
+
+def prog() -> str:
+    """How this command was started, for usage lines and help: fer-func, python runner.py or python -m fer_func."""
+    return runtime.program() or "fer-func"
+
+
+def version() -> str:
+    """The installed distribution's version; from a checkout without an install, the package's own."""
+    from importlib import metadata
+    try:
+        return metadata.version("fer-func")
+    except metadata.PackageNotFoundError:
+        import fer_func
+        return fer_func.__version__
 
 
 def _csv(kind):
@@ -40,13 +76,15 @@ def _csv(kind):
     return lambda text: [kind(x) for x in text.split(",") if x]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="runner.py", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
+def build_parser(name: str | None = None) -> argparse.ArgumentParser:
+    p = ArgumentParser(
+        prog=name or prog(), usage=_USAGE, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
         description="Train FER2013 experiments and hyperparameter studies as compiled, vmapped populations.")
-    what = p.add_argument_group("what to run (choose one)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    what = p.add_argument_group("what to run (choose one; or a subcommand: export, predict)")
+    what.add_argument("--experiment", metavar="ID_OR_NAME",
+                      help="train one experiment by id or name, e.g. 04 or regularized_cnn")
     what.add_argument("--study", choices=STUDIES, help="one hyperparameter study (experiments 08/09/10), trained as one population")
-    what.add_argument("--experiment", metavar="ID_OR_NAME", help="one experiment by id or name, e.g. 04 or regularized_cnn")
     what.add_argument("--all", action="store_true", help="every experiment; variants sharing a model train as one population")
     what.add_argument("--list", action="store_true", help="list the experiments and studies with their variant counts, then exit")
     what.add_argument("--resume", metavar="RUN_DIR", type=Path, help="continue an interrupted run from its config.toml and checkpoints")
@@ -64,12 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     how = p.add_argument_group("how to run it")
     how.add_argument("--experiments", metavar="PATH", type=Path, default=DEFAULT_EXPERIMENTS,
-                     help="the experiments file (default: experiments.toml next to runner.py)")
+                     help="the experiments file (default: the experiments.toml shipped with fer_func; in a checkout, the "
+                          "repository's top-level one)")
     how.add_argument("--profile", metavar="NAME",
                      help="experiments.toml profile: 'full' (the original study's sizes; default on CUDA) or 'cpu' "
                           "(resized for a 2-core CPU; default elsewhere); --list shows them")
     how.add_argument("--data", default="synthetic", metavar="{synthetic,PATH}",
                      help="'synthetic' (default; FER2013-shaped random data, no download) or a path to fer2013.csv")
+    how.add_argument("--skip-bad-rows", action="store_true",
+                     help="drop a CSV's malformed rows (one warning names their lines) instead of stopping at them")
     how.add_argument("--epochs", type=int, metavar="N", help="override every variant's epochs (same as --set epochs=N)")
     how.add_argument("--train-limit", type=int, metavar="N", help="train on the first N images only (quick runs)")
     how.add_argument("--cv", type=int, metavar="K",
@@ -157,7 +198,7 @@ def to_options(args: argparse.Namespace) -> RunOptions:
         search = SearchOptions(name=args.search, trials=args.trials, k=flat(args.k)[0] if args.k else None,
                                method=args.method, storage=args.storage)
     return RunOptions(study=args.study, experiment=args.experiment, all=args.all, resume=args.resume, search=search,
-                      experiments=args.experiments, data=args.data, epochs=args.epochs, cv=args.cv,
+                      experiments=args.experiments, data=args.data, skip_bad_rows=args.skip_bad_rows, epochs=args.epochs, cv=args.cv,
                       train_limit=args.train_limit,
                       seeds=args.seeds, device=args.device, compile=not args.no_compile, compact=not args.no_compact, dtype=args.dtype,
                       precision=args.precision, cuda_graphs=args.cuda_graphs, wandb=args.wandb, out=args.out,
@@ -177,7 +218,7 @@ def listing(path, overrides=(), seeds: int = 1, device: str = "auto", train_limi
     out = [f"device: {dev} (float32 matmul peak {rate:.0f} GMAC/s; times are estimates from counted "
            f"multiply-adds, see fer_func/study/estimate.py)"]
     found = experiments.load_profiles(path)
-    default = profiles.default_name(dev)
+    default = profiles.default_name(dev) if profiles.default_name(dev) in found else profiles.FULL
     for name in ([profiles.pick(found, profile, Path(path).name).name] if profile else found):
         catalog = experiments.load(path, name)
         prof = found[name]
@@ -211,7 +252,7 @@ def _check_e2e(options: RunOptions) -> None:
         experiments.find(catalog, options.bench.e2e)
     except ConfigError:
         raise ConfigError(f"--e2e {options.bench.e2e!r}: no such study or experiment; choose one of "
-                          f"{', '.join(catalog)} (python runner.py --list)") from None
+                          f"{', '.join(catalog)} ({prog()} --list)") from None
     experiments.plan(e2e_study(options))
 
 
@@ -237,12 +278,32 @@ def _is_search_run(options: RunOptions) -> bool:
     return options.resume is not None and "search" in json.loads((Path(options.resume) / "run.json").read_text())
 
 
+def _tune_malloc() -> None:
+    """Re-execute this command under tuned glibc malloc (fer_func/runtime.py), the way it was started.
+
+    ``python runner.py`` and the ``fer-func`` console script are Python files: ``python argv[0] args``
+    runs them again with the same sys.path[0] (the checkout, the script's bin/). ``python -m fer_func``
+    has its __main__.py as argv[0], which must not run as a file (its folder would shadow the stdlib on
+    sys.path): it is re-run as ``-m fer_func`` from the same working directory, so it finds the same
+    package. Anything else (``python -c``, an embedding) is left alone.
+    """
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if main_spec is not None and main_spec.name.startswith("fer_func"):
+        runtime.reexec_tuned(["-m", main_spec.name.removesuffix(".__main__"), *sys.argv[1:]])
+    elif sys.argv and os.path.isfile(sys.argv[0]):
+        runtime.reexec_tuned(sys.argv)
+
+
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """Run one command. ``argv=None`` is a program start (sys.argv, malloc tuned first); a list is a call."""
+    if argv is None:
+        _tune_malloc()
+        argv = sys.argv[1:]
+    argv = list(argv)
     if argv[:1] in (["export"], ["predict"]):  # using a trained model: its own parser in fer_func/use/cli.py
         from fer_func.use import cli as use_cli
-        return use_cli.main(argv)
-    args = build_parser().parse_args(argv)  # usage errors: argparse prints "error: ..." and exits 2
+        return use_cli.main(argv, prog())
+    args = build_parser().parse_args(argv)  # usage errors: one line "error: ..." and exit 2 (config.ArgumentParser)
     try:
         options = to_options(args)
         if args.list:
