@@ -98,11 +98,16 @@ def test_resume_after_ctrl_c_ends_like_an_uninterrupted_run(tmp_path):
     assert f"--resume {run_dir}" in err
     done_before = len(variants_by_id(run_dir)[next(iter(variants_by_id(run_dir)))]["epochs"])
     assert done_before < 3
+    first_wall, first_processes = map(float, (run_dir / "wall_s").read_text().split())
+    assert first_wall > 0 and first_processes == 1  # written as the interrupted process ended
 
     # --resume takes data, --train-limit and --dtype from the run directory (run.json).
     assert cli.main(["--resume", str(run_dir), "--wandb", "disabled", "--no-compile"]) == 0
     a, b = variants_by_id(full), variants_by_id(run_dir)
     assert a.keys() == b.keys()
+    # The run's wall time adds both processes' (a study resumed across sessions reports its whole cost).
+    timing = json.loads((run_dir / "results.json").read_text())["timing"]
+    assert timing["processes"] == 2 and timing["wall_s"] > first_wall
     for vid in a:
         assert_same_epochs(a[vid], b[vid])
 

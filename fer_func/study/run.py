@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import json
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -135,6 +136,7 @@ def _run(options: RunOptions) -> Path:
             **{k: getattr(options, k) for k in RESUMED}, "ensembles": chosen,
             "ray_storage": None if options.ray_storage is None else str(options.ray_storage)}).encode())
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    clock = WallClock(run_dir, started)
     print(f"data: {data.describe()}  device: {device}  run directory: {run_dir}")
 
     entries = {id(v): {"id": experiments.variant_id(v), "experiment": v.experiment, "hparams": dict(v.hparams),
@@ -149,40 +151,76 @@ def _run(options: RunOptions) -> Path:
                "device": str(device), "precision": precision, "variants": [entries[id(v)] for group in groups for v in group],
                "populations": [{"model": group[0].model.name, "k": len(group), "compile_s": None, "eval_compile_s": None,
                                 "step_s": None, "wall_s": None} for group in groups],
-               "timing": {"compile_s": 0.0 if options.compile else None, "step_s": 0.0, "wall_s": 0.0}}
+               "timing": {"compile_s": 0.0 if options.compile else None, "step_s": 0.0, "wall_s": 0.0,
+                          "processes": clock.processes}}
 
-    with Tracker(options.wandb, run_dir, group=run_dir.name) as tracker, _StopFlag() as stop:
-        for group in groups:
-            model = build_from(group[0].model)
-            for v in group:
-                entries[id(v)]["param_count"], entries[id(v)]["macs"] = model.param_count, model.macs
-        tracker.start([v for group in groups for v in group], [e["param_count"] for e in results["variants"]])
+    def progress():
+        results["timing"]["wall_s"] = clock.total()
+        report.write_progress(run_dir, results)
 
-        if options.ray is not None:  # one population per device on a Ray cluster (fer_func/distributed)
-            outcomes = ray_run.populations(options, run_dir, groups, data, device, resources, need, chosen,
-                                           stop=lambda: stop.set)
-        else:
-            outcomes = (train_population(groups[g], g, len(groups), data, options, device, run_dir, need, chosen,
-                                         stop=lambda: stop.set,
-                                         on_epoch=lambda record, group=groups[g]: (
-                                             _record_epoch(record, group, entries, tracker),
-                                             report.write_progress(run_dir, results)))
-                        for g in range(len(groups)))
-        for outcome in outcomes:
-            g = outcome["g"]
-            if options.ray is not None:  # the worker's epochs arrive with its result: replay them here
-                for record in outcome["history"]:
-                    _record_epoch(record, groups[g], entries, tracker)
-            _gather(outcome, groups[g], entries, store, results)
-            report.write_progress(run_dir, results)
-        results["ensembles"], tta = ensembles.measure(results["variants"], store, chosen)
-        for v in results["variants"]:
-            v["final"].update(tta.get(v["id"], {}))
-        results["timing"]["wall_s"] = time.perf_counter() - started
-        tracker.finish(results)
+    try:
+        with Tracker(options.wandb, run_dir, group=run_dir.name) as tracker, _StopFlag() as stop:
+            for group in groups:
+                model = build_from(group[0].model)
+                for v in group:
+                    entries[id(v)]["param_count"], entries[id(v)]["macs"] = model.param_count, model.macs
+            tracker.start([v for group in groups for v in group], [e["param_count"] for e in results["variants"]])
+
+            if options.ray is not None:  # one population per device on a Ray cluster (fer_func/distributed)
+                outcomes = ray_run.populations(options, run_dir, groups, data, device, resources, need, chosen,
+                                               stop=lambda: stop.set)
+            else:
+                outcomes = (train_population(groups[g], g, len(groups), data, options, device, run_dir, need, chosen,
+                                             stop=lambda: stop.set,
+                                             on_epoch=lambda record, group=groups[g]: (
+                                                 _record_epoch(record, group, entries, tracker), progress()))
+                            for g in range(len(groups)))
+            for outcome in outcomes:
+                g = outcome["g"]
+                if options.ray is not None:  # the worker's epochs arrive with its result: replay them here
+                    for record in outcome["history"]:
+                        _record_epoch(record, groups[g], entries, tracker)
+                _gather(outcome, groups[g], entries, store, results)
+                progress()
+            results["ensembles"], tta = ensembles.measure(results["variants"], store, chosen)
+            for v in results["variants"]:
+                v["final"].update(tta.get(v["id"], {}))
+            results["timing"]["wall_s"] = clock.total()
+            tracker.finish(results)
+    finally:
+        clock.stop()  # an interrupted run's time counts too
     report.write_run(run_dir, results)
     print((run_dir / "summary.md").read_text())
     return run_dir
+
+
+class WallClock:
+    """A run's wall time summed over every process that worked on it (a run resumed across sessions).
+
+    A thread writes RUN_DIR/wall_s (this process's time plus the earlier ones') every ``period``
+    seconds, so a process killed without warning loses at most that much from the total."""
+
+    def __init__(self, run_dir: Path, started: float, period: float = 30.0):
+        self.path, self.started = Path(run_dir) / "wall_s", started
+        before = self.path.read_text().split() if self.path.exists() else ["0", "0"]
+        self.before, self.processes = float(before[0]), int(before[1]) + 1
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(period,), daemon=True)
+        self._thread.start()
+
+    def total(self) -> float:
+        return self.before + time.perf_counter() - self.started
+
+    def write(self):
+        checkpoint.atomic_write(self.path, f"{self.total():.1f} {self.processes}\n".encode())
+
+    def _beat(self, period):
+        while not self._stop.wait(period):
+            self.write()
+
+    def stop(self):
+        self._stop.set()
+        self.write()
 
 
 def _record_epoch(record, group, entries, tracker):
@@ -213,6 +251,9 @@ def train_population(group, g: int, n_groups: int, data, options: RunOptions, de
         pop.load_state_dict(checkpoint.load(ckpt, map_location=device))
         for e in pop.history:  # replay the finished epochs into the report and W&B
             on_epoch(e)
+    # The population's wall time, summed over the processes that trained it (kept in its checkpoints).
+    before = pop.timing.get("wall_s", 0.0)
+    pop.wall_s = lambda: before + time.perf_counter() - t0
     store: dict = {}
     with checkpoint.BackgroundSaver() as saver:  # each epoch's checkpoint is written while the next trains,
         _train(pop, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progress_bar, options.compact)
@@ -225,7 +266,7 @@ def train_population(group, g: int, n_groups: int, data, options: RunOptions, de
     compiled = bool(pop.compile)
     timing = {"compile_s": pop.timing["compile_s"] if compiled else None,
               "eval_compile_s": pop.timing.get("eval_compile_s") if compiled else None,
-              "step_s": pop.timing["step_s"], "wall_s": time.perf_counter() - t0}
+              "step_s": pop.timing["step_s"], "wall_s": pop.wall_s()}
     return {"g": g, "finals": finals, "store": store, "timing": timing, "history": list(pop.history)}
 
 
@@ -262,6 +303,7 @@ def _train(pop, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progress_bar,
             record = pop.train_epoch(progress=progress, stop=stop)
             if record is None:  # Ctrl-C mid-epoch: this checkpoint is on disk before the run says so
                 saver.wait()
+                pop.timing["wall_s"] = pop.wall_s()
                 checkpoint.save(ckpt, pop.state_dict())
                 raise Interrupted.at(run_dir)
             best = float(record["val_acc"].max())
@@ -275,6 +317,7 @@ def _train(pop, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progress_bar,
             print(f"pop {g + 1}/{n_groups}: {len(pop.live) - live} variants ended; continuing with the {live} live "
                   f"ones (compiles the step for K={live})", flush=True)
             pop.compact()
+        pop.timing["wall_s"] = pop.wall_s()
         saver.save(ckpt, pop.state_dict())
         on_epoch(record)
         if stop():
