@@ -8,6 +8,7 @@ from fer_func import tree
 from fer_func.config import EarlyStoppingConfig, ModelConfig, OptimizerConfig, VariantConfig
 from fer_func.population import Population
 from fer_func.population.compaction import worth_it
+from fer_func.study.run import achieved_gmacs
 
 from test_population import random_data
 
@@ -49,6 +50,9 @@ def test_a_compacted_population_computes_the_same_numbers_bit_for_bit(data, comp
     compacted, sizes = run(data, True, compile)
     assert sizes_whole == [4, 4, 4, 4] and sizes == [3, 2, 2, 2]  # the diverged one goes first, then the stopped one
     assert list(compacted.stopped_epoch) == [1, -1, -1, -1] and list(compacted.diverged()) == [False, True, False, False]
+    # Each record says the K its epoch computed: the compacted population's steps cost fewer variants.
+    assert [r["k"] for r in whole.history] == [4, 4, 4, 4] and [r["k"] for r in compacted.history] == [4, 3, 2, 2]
+    assert achieved_gmacs(compacted) > 0 and achieved_gmacs(whole) > 0
     for a, b in zip(whole.history, compacted.history):  # every record, the parked variants' rows included
         for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "diverged", "stopped"):
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)

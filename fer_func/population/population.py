@@ -377,7 +377,9 @@ class Population:
         diverged = self.diverged()
         record = {"epoch": self.epoch, "train_loss": np.where(diverged, np.nan, train_loss), "train_acc": train_acc,
                   "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
-                  "diverged": diverged, "stopped": self.stopped_epoch >= 0, "epoch_s": train_s}
+                  "diverged": diverged, "stopped": self.stopped_epoch >= 0, "epoch_s": train_s,
+                  # the K this epoch computed (compaction lowers it) and its seconds of steady-state steps
+                  "k": len(self.live), "compute_s": train_s - self._epoch_compile_s}
         self.history.append(record)
         # Steady-state step time: a step that compiled (a process's first, or the first after compact())
         # is reported apart.

@@ -28,6 +28,7 @@ from fer_func.models import build_from
 from fer_func.population import Population, compaction
 from fer_func.study import checkpoint, ensembles, experiments, report
 from fer_func.population import precision as precisions
+from fer_func.study.estimate import peak_gmacs
 from fer_func.study.options import RunOptions, resolve_device
 from fer_func.study.tracking import Tracker
 
@@ -145,7 +146,8 @@ def _run(options: RunOptions) -> Path:
     # The report and W&B list variants in population order.
     results = {"command": command(),
                "started": time.strftime("%Y-%m-%d %H:%M"),
-               "machine": machine(device if resources is None else torch.device("cpu")),  # the driver's
+               "machine": {**machine(device if resources is None else torch.device("cpu")),  # the driver's
+                           "peak_gmacs": round(peak_gmacs(device if resources is None else "cpu"), 1)},
                "ray": None if resources is None else {"address": options.ray, "resources": resources},
                "profile": options.profile or "full", "train_limit": options.train_limit, "data": data.describe(),
                "device": str(device), "precision": precision, "variants": [entries[id(v)] for group in groups for v in group],
@@ -266,8 +268,17 @@ def train_population(group, g: int, n_groups: int, data, options: RunOptions, de
     compiled = bool(pop.compile)
     timing = {"compile_s": pop.timing["compile_s"] if compiled else None,
               "eval_compile_s": pop.timing.get("eval_compile_s") if compiled else None,
-              "step_s": pop.timing["step_s"], "wall_s": pop.wall_s()}
+              "step_s": pop.timing["step_s"], "wall_s": pop.wall_s(), "gmacs": achieved_gmacs(pop)}
     return {"g": g, "finals": finals, "store": store, "timing": timing, "history": list(pop.history)}
+
+
+def achieved_gmacs(pop) -> float | None:
+    """Multiply-adds per second (billions) the population's steps achieved over its whole training:
+    3 forward passes' worth per training image (forward, input and weight gradients), every computed
+    variant's images (padding included) over the epochs' steady-state step seconds (compiles left out)."""
+    images = sum(r["k"] for r in pop.history) * pop.plan.steps_per_epoch * pop.plan.micro_batch
+    seconds = sum(r["compute_s"] for r in pop.history)
+    return 3 * images * pop.model.macs / seconds / 1e9 if seconds > 0 else None
 
 
 def _gather(outcome: dict, group, entries: dict, store: dict, results: dict) -> None:
