@@ -22,7 +22,7 @@ GRIDS = {
     "best": [({}, 0.62)],
 }
 MODELS = {name: name for name in ("mlp", "simple_cnn", "large_cnn", "resnet", "tiny_cnn")}  # the rest: regularized_cnn
-EPOCHS = 4
+EPOCHS = 6
 
 
 def confusion():
@@ -40,7 +40,7 @@ def label(experiment, hparams):
     return experiment + (f"[{','.join(parts)}]" if parts else "")
 
 
-def fake_results(seeds=3, seed=0, noise=0.005):
+def fake_results(seeds=3, seed=0, noise=0.002):
     """A results.json of a `--all --seeds N` run: every experiment, each point of each grid, N seeds."""
     rng = random.Random(seed)
     variants, populations, pop_of = [], [], {}
@@ -57,7 +57,9 @@ def fake_results(seeds=3, seed=0, noise=0.005):
             for s in range(seeds):
                 lr = hparams.get("optimizer.lr")
                 diverged = lr == 0.1 and s > 0  # lr 0.1: two seeds blow up, one crawls along at chance
-                val = [acc * (0.7 + 0.3 * e / (EPOCHS - 1)) + rng.gauss(0, noise) for e in range(EPOCHS)]
+                # Learns over the first two epochs, then sits on its plateau (plateau.py: under a point gained
+                # over the last third of the epochs).
+                val = [acc * min(1.0, 0.7 + 0.3 * e / 2) + rng.gauss(0, noise) for e in range(EPOCHS)]
                 if lr == 0.0001:
                     val[0] -= 0.1
                 train = [v + (0.3 if experiment == "large_cnn" else 0.02) for v in val]
@@ -157,12 +159,12 @@ def test_page_has_every_row_conclusion_and_the_compile_table(written):
     out, paths, text = written
     for v in fake_results()["variants"]:
         assert f"| {re.sub(r'-s[0-9]+$', '', v['id'])} |" in text
-    assert "### Compile time per population" in text and "| step compile s | eval compile s |" in text
+    assert "### Time and efficiency per population" in text and "| step compile s | eval compile s |" in text
     assert "`python runner.py --all --seeds 3 --data fer2013.csv.gz`" in text
     assert "1 h 2 min 5 s" in text and "4,000" in text and "`cpu` profile" in text
     rows = [line for line in text.splitlines() if re.match(r"\| [a-m]′? \| ", line)]
     assert [r.split(" | ")[0][2:] for r in rows] == list("abc") + ["c′"] + list("defghijklm")
-    verdicts = re.compile(r"\*\*(holds|does not hold|within noise|not tested)\*\*")
+    verdicts = re.compile(r"\*\*(holds|does not hold|within noise|not tested|not converged)\*\*")
     assert all(verdicts.search(r) for r in rows)
 
 
@@ -207,6 +209,39 @@ def test_a_large_cnn_that_never_learned_does_not_make_regularization_close_its_g
     for v in data["variants"]:
         if v["experiment"] == "large_cnn":
             v["final"].update(train_acc=0.25, val_acc=0.249 + 0.001 * v["seed"], gap=0.001 - 0.001 * v["seed"])
+            for e in v["epochs"]:
+                e.update(train_acc=0.25, val_acc=0.249 + 0.001 * v["seed"])
     found = {c.key: c for c in conclusions.conclusions(conclusions.configurations(data), conclusions.majority_rate(data))}
     assert found["b"].verdict == verdicts.FAILS and "03 overfits" in found["b"].evidence
     assert found["e"].verdict == verdicts.FAILS
+
+
+def test_a_row_still_learning_at_its_cap_turns_its_verdicts_into_not_converged():
+    """05 still gains 3 points a epoch at the end: (c) and (c′) rest on it and draw no verdict; (a) does not."""
+    data = fake_results()
+    for v in data["variants"]:
+        if v["experiment"] == "augmented_cnn":
+            for e, rec in enumerate(v["epochs"]):
+                rec["val_acc"] = 0.40 + 0.03 * e
+    found = {c.key: c for c in conclusions.conclusions(conclusions.configurations(data), conclusions.majority_rate(data))}
+    assert found["c"].verdict == verdicts.NOT_CONVERGED and "augmented_cnn" in found["c"].evidence
+    assert found["c′"].verdict == verdicts.NOT_CONVERGED
+    assert found["a"].verdict == verdicts.HOLDS
+    row = conclusions.configurations(data)[4]
+    assert row.experiment == "augmented_cnn" and not row.plateau.reached and "+6.0 pp over the last 2 of 6" in row.plateau.how
+
+
+def test_a_row_whose_seeds_all_stopped_early_has_reached_its_plateau():
+    from fer_func.study.plateau import plateau
+    climbing = [{"epochs": [{"val_acc": 0.3 + 0.05 * e} for e in range(6)], "diverged": False,
+                 "final": {"stopped_epoch": None}}]
+    assert not plateau(climbing).reached
+    stopped = [{**climbing[0], "final": {"stopped_epoch": 4}}, {**climbing[0], "diverged": True, "final": {}}]
+    p = plateau(stopped)
+    assert p.reached and p.how.endswith("epoch 5, 6")
+
+
+def test_the_page_states_goals_and_each_rows_plateau(written):
+    out, paths, text = written
+    assert "### Goals" in text and "05 augmented_cnn best val ≥ 54%" in text and "03 last-epoch gap ≥ 10 pp" in text
+    assert "| **yes**: " in text and "GMAC/s" in text and "seeds: 3 (0, 1, 2)" in text

@@ -268,7 +268,8 @@ def train_population(group, g: int, n_groups: int, data, options: RunOptions, de
     compiled = bool(pop.compile)
     timing = {"compile_s": pop.timing["compile_s"] if compiled else None,
               "eval_compile_s": pop.timing.get("eval_compile_s") if compiled else None,
-              "step_s": pop.timing["step_s"], "wall_s": pop.wall_s(), "gmacs": achieved_gmacs(pop)}
+              "step_s": pop.timing["step_s"], "wall_s": pop.wall_s(), "gmacs": achieved_gmacs(pop),
+              "computed_k": [int(r["k"]) for r in pop.history]}
     return {"g": g, "finals": finals, "store": store, "timing": timing, "history": list(pop.history)}
 
 
