@@ -63,7 +63,7 @@ def test_list(capsys):
     assert ["id", "name", "kind", "variants", "model"] in rows
     assert ["08", "lr", "study", "12", "regularized_cnn"] in rows and ["10", "batch_size", "study", "5", "regularized_cnn"] in rows
     assert ["04", "regularized_cnn", "experiment", "1", "regularized_cnn"] in rows
-    assert len([r for r in rows if r[:1] == ["04"]]) == 2  # once per profile: full and cpu
+    assert len([r for r in rows if r[:1] == ["04"]]) == 3  # once per profile: full, cpu and quick
     assert cli.main(["--list", "--seeds", "3", "--profile", "cpu", "--device", "cpu"]) == 0
     rows = [line.split()[:5] for line in capsys.readouterr().out.splitlines()]
     assert ["09", "optimizer", "study", "12", "regularized_cnn"] in rows and len([r for r in rows if r[:1] == ["09"]]) == 1
