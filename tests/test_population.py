@@ -13,7 +13,7 @@ from fer_func import tree
 from fer_func.config import AugmentConfig, ModelConfig, OptimizerConfig, ScheduleConfig, VariantConfig
 from fer_func.data.dataset import FERData
 from fer_func.population import Population
-from fer_func.population.population import MEAN, STD
+from fer_func.population.step import MEAN, STD
 
 F64 = torch.float64
 
@@ -414,7 +414,7 @@ def test_flat_and_per_tensor_optimizer_layouts_train_the_same_numbers(batch_size
 
 
 def test_evaluation_chunks_split_the_data_evenly_and_change_no_result():
-    from fer_func.population.population import even_chunk
+    from fer_func.population.evaluate import even_chunk
     # FER2013's 3,589 validation images: 8 chunks of 456 (3,648 evaluated) instead of 8 of 512 (4,096).
     assert even_chunk([3589, 3589]) == 456 and 8 * 456 >= 3589
     assert even_chunk([40]) == 40 and even_chunk([512]) == 512 and even_chunk([513]) == 264

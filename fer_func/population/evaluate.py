@@ -8,6 +8,8 @@ a second pass through a third compiled program (views.py) compiled for that alon
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,19 @@ from fer_func.population.precision import autocast
 from fer_func.population.step import normalize
 
 NUM_CLASSES = 7
+EVAL_CHUNK = 512  # images per evaluation call, at most: bounds the activations an evaluation holds
+
+
+def even_chunk(sizes: list[int], most: int = EVAL_CHUNK, multiple: int = 8) -> int:
+    """The evaluation chunk for splits of ``sizes``: as many chunks as ``most`` needs for the largest,
+    each as equal as a ``multiple`` of 8 images allows. The last chunk is padded (and masked), so a
+    fixed 512 evaluated FER2013's 3,589 validation images as 4,096, 12% of every pass wasted; 456
+    evaluates 3,648."""
+    n = max(sizes, default=most)
+    if n <= 0:
+        return most
+    pieces = math.ceil(n / most)
+    return min(most, math.ceil(math.ceil(n / pieces) / multiple) * multiple)
 
 
 def make_eval_chunk(plan: Plan, mean: float, std: float, dtype: torch.dtype, chunk: int, precision: str = "fp32"):

@@ -11,8 +11,6 @@ variant -- a solo run of each, used by the equivalence tests and the benchmarks.
 """
 from __future__ import annotations
 
-import math
-
 import time
 from typing import Callable
 
@@ -25,15 +23,13 @@ from fer_func.data.augment import class_weights
 from fer_func.data.dataset import FERData
 from fer_func.optim import schedules
 from fer_func.optim.flat import FLAT, Ravel
-from fer_func.population.compiled import compile_options, compile_program
-from fer_func.population.evaluate import make_eval_chunk, per_class
+from fer_func.population.evaluate import even_chunk, per_class
 from fer_func.population import precision as precisions
 from fer_func.population import compaction, slots, views
 from fer_func.population.cv import Folds
-from fer_func.population.plan import Plan, dropout_rates, make_plan
-from fer_func.population.step import DATA_STREAM, INIT_STREAM, NOISE_STREAM, all_finite, make_train_step
-
-MEAN, STD = 0.5, 0.25  # fixed input normalisation: x in [0, 1] -> roughly zero mean, unit scale
+from fer_func.population.plan import dropout_rates, make_plan
+from fer_func.population.programs import fold_eval_program, programs
+from fer_func.population.step import DATA_STREAM, INIT_STREAM, MEAN, NOISE_STREAM, STD, all_finite
 
 
 def sample_mean_class_weights(labels: torch.Tensor) -> torch.Tensor:
@@ -91,14 +87,14 @@ class Population:
             eval_chunk = even_chunk(sizes + ([int(self._fold_val[1].shape[1])] if self.folds is not None else []))
         rules = tuple(dict.fromkeys(c.rule for c in self._rule_configs))
         p = self.plan
-        self._step, self._eval = _programs(p.model, p.micro_batch, p.accumulate, p.augment, p.varying_dropout, rules,
-                                           dtype, mode, compile, eval_chunk, self.precision, self.cuda_graphs,
-                                           self.optimizers[0].update, self.device.type)
+        self._step, self._eval = programs(p.model, p.micro_batch, p.accumulate, p.augment, p.varying_dropout, rules,
+                                          dtype, mode, compile, eval_chunk, self.precision, self.cuda_graphs,
+                                          self.optimizers[0].update, self.device.type)
         self.eval_chunk_size = eval_chunk
         if self.folds is not None:
             self._fold_starts = torch.arange(0, self._fold_val[1].shape[1], eval_chunk, device=self.device)
-            self._eval_folds = _fold_eval_program(p.model, dtype, mode, compile, eval_chunk, self.precision,
-                                                  self.cuda_graphs, self.device.type)
+            self._eval_folds = fold_eval_program(p.model, dtype, mode, compile, eval_chunk, self.precision,
+                                                 self.cuda_graphs, self.device.type)
         self._js = torch.arange(self.plan.steps_per_epoch, device=self.device)
         # Chunk offsets and split sizes as device tensors made once: evaluation copies nothing from the host.
         self._eval_index = {split: (torch.arange(0, int(y.shape[0]), eval_chunk, device=self.device),
@@ -577,74 +573,3 @@ def _flat_grad_acc(carry: dict) -> dict:
     return {**carry, "grad_acc": torch.func.vmap(ravel.flat)(acc)}
 
 
-_PROGRAMS: dict = {}
-
-EVAL_CHUNK = 512  # images per evaluation call, at most: bounds the activations an evaluation holds
-
-
-def even_chunk(sizes: list[int], most: int = EVAL_CHUNK, multiple: int = 8) -> int:
-    """The evaluation chunk for splits of ``sizes``: as many chunks as ``most`` needs for the largest,
-    each as equal as a ``multiple`` of 8 images allows. The last chunk is padded (and masked), so a
-    fixed 512 evaluated FER2013's 3,589 validation images as 4,096, 12% of every pass wasted; 456
-    evaluates 3,648."""
-    n = max(sizes, default=most)
-    if n <= 0:
-        return most
-    pieces = math.ceil(n / most)
-    return min(most, math.ceil(math.ceil(n / pieces) / multiple) * multiple)
-
-
-def _programs(model, micro_batch, accumulate, augment, varying_dropout, rules, dtype, mode, compile, eval_chunk,
-              precision, cuda_graphs, update, device_type):
-    """The (compiled) step and eval functions, cached by static structure only.
-
-    Populations that differ only in numbers (learning rates, seeds, schedules, batch sizes with the
-    same micro-batch) get the very same compiled function back, so building a new grid never
-    recompiles. ``update`` is not part of the key: it reads every value from the state, and
-    optimizers with equal ``rules`` run the same code.
-    """
-    key = (model, micro_batch, accumulate, augment, varying_dropout, rules, dtype, mode, compile, eval_chunk, precision,
-           cuda_graphs, device_type)
-    if key not in _PROGRAMS:
-        _PROGRAMS[key] = _build_programs(model, micro_batch, accumulate, augment, varying_dropout, dtype, mode, compile,
-                                         eval_chunk, precision, cuda_graphs, update, device_type, key)
-    return _PROGRAMS[key]
-
-
-def _fold_eval_program(model, dtype, mode, compile, eval_chunk, precision, cuda_graphs, device_type):
-    """The eval program with per-variant images, labels and sizes (a cross-validation population's
-    folds), cached like :func:`_programs`; in loop mode the plain per-variant eval serves."""
-    key = ("folds", model, dtype, mode, compile, eval_chunk, precision, cuda_graphs, device_type)
-    if key not in _PROGRAMS:
-        plan = Plan(model=model, micro_batch=1, steps_per_epoch=0, active_steps=(), accumulate=False, augment=None,
-                    epochs=0, num_train=0)
-        evalc = make_eval_chunk(plan, MEAN, STD, dtype, eval_chunk, precision)
-        if mode == "vmap":
-            evalc = torch.func.vmap(evalc, in_dims=(0, 0, 0, 0, None, 0))
-        if compile:
-            evalc = compile_program(evalc, key, **compile_options(compile, cuda_graphs, device_type))
-        _PROGRAMS[key] = evalc
-    return _PROGRAMS[key]
-
-
-def _build_programs(model, micro_batch, accumulate, augment, varying_dropout, dtype, mode, compile, eval_chunk,
-                    precision, cuda_graphs, update, device_type, key=None):
-    plan = Plan(model=model, micro_batch=micro_batch, steps_per_epoch=0, active_steps=(), accumulate=accumulate,
-                augment=augment, epochs=0, num_train=0, varying_dropout=varying_dropout)
-    step = make_train_step(plan, update, MEAN, STD, dtype, precision)
-    evalc = make_eval_chunk(plan, MEAN, STD, dtype, eval_chunk, precision)
-    if mode == "vmap":
-        batched = torch.func.vmap(step, in_dims=(0, 0, None, None, None, 0, None))
-
-        def step(*args):
-            # The step computes params and optimizer buffers as one flat buffer per variant, so under
-            # vmap each returned tensor is a strided slice of a (K, N) buffer; a contiguous carry keeps
-            # the next call's inputs in the layout the program was compiled for (no recompile).
-            return tree.tree_map(torch.Tensor.contiguous, batched(*args))
-
-        evalc = torch.func.vmap(evalc, in_dims=(0, 0, None, None, None, None))
-    if compile:
-        options = compile_options(compile, cuda_graphs, device_type)
-        step, evalc = (compile_program(step, key and ("step", *key), **options),
-                       compile_program(evalc, key and ("eval", *key), **options))
-    return step, evalc

@@ -30,6 +30,8 @@ from fer_func.optim.flat import Ravel, layout
 from fer_func.population.plan import Plan
 from fer_func.population.precision import autocast
 
+MEAN, STD = 0.5, 0.25  # fixed input normalisation: x in [0, 1] -> roughly zero mean, unit scale
+
 # Streams derived from a variant's seed: same seed -> same init and data order (common random numbers).
 INIT_STREAM, DATA_STREAM, NOISE_STREAM = 0, 1, 2
 

@@ -1,6 +1,6 @@
 """Evaluation views beside the eval program: class probabilities, test-time augmentation (TTA), ensembles.
 
-    run = program(model, MEAN, STD, dtype, chunk, precision, tta, mode, compile, device_type)   # cached, like _programs
+    run = program(model, MEAN, STD, dtype, chunk, precision, tta, mode, compile, device_type)   # cached, like the step (programs.py)
     p = run(params, model_state, images, start, n)      # (K, T, chunk, 7) in "vmap" mode
     acc, conf = accuracy(p[:, 0], labels), confusions(p[:, 0], labels)         # per variant, host side
     ens = ensemble(p[:, -1], labels, members=[0, 2])    # mean of those members' probabilities
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fer_func.population.compiled import compile_options, compile_program
+from fer_func.compile import cached, compile_options, compile_program
 from fer_func.population.evaluate import NUM_CLASSES, per_class
 from fer_func.population.precision import autocast
 from fer_func.population.step import normalize
@@ -87,23 +87,22 @@ def make_view_chunk(model, mean: float, std: float, dtype: torch.dtype, chunk: i
     return view_chunk
 
 
-_VIEW_PROGRAMS: dict = {}
-
-
 def program(model, mean: float, std: float, dtype: torch.dtype, chunk: int, precision: str, tta, mode: str, compile,
             device_type: str = "cpu"):
-    """The (compiled) view program, cached by static structure only, as population._programs caches the
-    step: populations of one architecture share it, and new parameters or splits of the same size never
+    """The (compiled) view program, cached by static structure only, as programs.py caches the step:
+    populations of one architecture share it, and new parameters or splits of the same size never
     recompile. ``mode="vmap"`` maps it over the K axis of params and model_state."""
-    key = (model, mean, std, dtype, chunk, precision, check_tta(tta), mode, compile, device_type)
-    if key not in _VIEW_PROGRAMS:
+    key = ("view", model, mean, std, dtype, chunk, precision, check_tta(tta), mode, compile, device_type)
+
+    def build():
         fn = make_view_chunk(model, mean, std, dtype, chunk, precision, tta)
         if mode == "vmap":
             fn = torch.func.vmap(fn, in_dims=(0, 0, None, None, None))
         if compile:
-            fn = compile_program(fn, ("view", *key), **compile_options(compile, device_type=device_type))
-        _VIEW_PROGRAMS[key] = fn
-    return _VIEW_PROGRAMS[key]
+            fn = compile_program(fn, key, **compile_options(compile, device_type=device_type))
+        return fn
+
+    return cached(key, build)
 
 
 # --- host side: (K, N, 7) probabilities -> metrics -------------------------------------------------
