@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from fer_func import optim, tree
+from fer_func import tree
 from fer_func.optim import schedules
 from fer_func.population import slots
 from fer_func.population.step import all_finite
@@ -30,6 +30,7 @@ def end_epoch(pop: Population, train_s: float) -> dict:
     carry["diverged_step"] = torch.where(newly, carry["step"], carry["diverged_step"])
     mt = carry["metrics"]
     count = mt["count"].clamp(min=1)
+    trained_lr = carry["sched"]["lr"]  # the rate of this epoch's updates (epoch-unit schedules), before it steps
     val = pop.evaluate("val")
     pick = torch.func.vmap(tree.where)
     # Plateau watches validation accuracy in mode "max" and validation loss in mode "min" (torch's
@@ -60,7 +61,9 @@ def end_epoch(pop: Population, train_s: float) -> dict:
     train_acc = widen((mt["correct"] / count).double().cpu().numpy(), 0.0)
     val_acc = widen(val["acc"], last.get("val_acc", np.nan))
     val_loss = widen(val["loss"], last.get("val_loss", np.nan))
-    lr = widen(optim.get_hparam(carry["opt_state"], "lr").double().cpu().numpy(), last.get("lr", np.nan))
+    lr = widen(trained_lr.double().cpu().numpy(), last.get("lr", np.nan))
+    if last:  # a slot frozen before this epoch made no update in it: its last update's rate stands
+        lr = np.where(last["diverged"] | last["stopped"], last["lr"], lr)
     early_stop(pop, val_acc, best_before)
     carry["metrics"] = tree.tree_map(torch.zeros_like, mt)
     diverged = pop.diverged()

@@ -368,9 +368,12 @@ class Population:
         # the first step and eval after a resume compile again
         self.timing = {**{k: v for k, v in sd["timing"].items() if k != "eval_compile_s"}, "steps": 0}
         self.carry, self.best = tree.to(sd["carry"], self.device), tree.to(sd["best"], self.device)
+        # Checkpoints before 2026-12-08 held the lr in the optimizer state too; the schedule state holds it.
+        self.carry["opt_state"] = optim.without_hparams(self.carry["opt_state"], "lr")
         self.hp = tree.to(sd["hp"], self.device)  # slots a search froze or refilled
         self.since_gain = np.asarray(sd["early"]["since_gain"], dtype=np.int64)
         self.stopped_epoch = np.asarray(sd["early"]["stopped_epoch"], dtype=np.int64)
         self.live = np.asarray(sd["live"], dtype=np.int64)  # compacted: fewer than the variants
-        self._parked = {int(i): tree.to(m, self.device) for i, m in sd["parked"]}
+        self._parked = {int(i): {**m, "opt_state": optim.without_hparams(m["opt_state"], "lr")}
+                        for i, m in ((int(i), tree.to(m, self.device)) for i, m in sd["parked"])}
 

@@ -46,7 +46,9 @@ def init_variant(plan: Plan, optimizer, i: int, v: VariantConfig, params: dict, 
     n_micro = v.batch_size // plan.micro_batch
     updates_per_epoch = plan.active_steps[i] // n_micro
     sched = schedules.init(v.schedule, v.optimizer.lr, v.epochs, updates_per_epoch, dtype, device)
-    opt_state = optim.with_hparams(optimizer.init(params), lr=schedules.lr(sched))
+    # The learning rate is held once, in the schedule state (which computes it and, for plateau, needs
+    # it as state); the step hands it to each update, so the optimizer state carries none.
+    opt_state = optim.without_hparams(optimizer.init(params), "lr")
     zero = lambda dt=dtype: torch.zeros((), dtype=dt, device=device)
     carry = {"params": params, "model_state": model_state, "opt_state": opt_state, "sched": sched,
              "noise_key": prng.fold_in(root, NOISE_STREAM), "step": zero(torch.int64),
