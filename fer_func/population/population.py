@@ -367,9 +367,11 @@ class Population:
         self.history = [{k: (np.asarray(v) if isinstance(v, list) else v) for k, v in r.items()} for r in sd["history"]]
         # the first step and eval after a resume compile again
         self.timing = {**{k: v for k, v in sd["timing"].items() if k != "eval_compile_s"}, "steps": 0}
-        self.carry, self.best = tree.to(sd["carry"], self.device), tree.to(sd["best"], self.device)
-        # Checkpoints before 2026-12-08 held the lr in the optimizer state too; the schedule state holds it.
-        self.carry["opt_state"] = optim.without_hparams(self.carry["opt_state"], "lr")
+        # Checkpoints before 2026-12-08 (runs in progress then) held the lr in the optimizer state too;
+        # the schedule state holds it now, so a resume drops the copy.
+        carry = tree.to(sd["carry"], self.device)
+        self.carry = {**carry, "opt_state": optim.without_hparams(carry["opt_state"], "lr")}
+        self.best = tree.to(sd["best"], self.device)
         self.hp = tree.to(sd["hp"], self.device)  # slots a search froze or refilled
         self.since_gain = np.asarray(sd["early"]["since_gain"], dtype=np.int64)
         self.stopped_epoch = np.asarray(sd["early"]["stopped_epoch"], dtype=np.int64)
