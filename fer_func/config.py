@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 
@@ -72,7 +73,10 @@ class OptimizerConfig:
         for key, value in TORCH_DEFAULTS[self.name].items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
-        _check(self.lr > 0, "optimizer.lr", self.lr, "the learning rate must be > 0")
+        # The one rule for a learning rate: the optimizers and schedules take it as validated here.
+        _check(isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool) and self.lr > 0
+               and math.isfinite(self.lr), "optimizer.lr", self.lr,
+               "the learning rate must be > 0 and finite; set a number such as 1e-3 (--set optimizer.lr=1e-3)")
         _check(self.weight_decay >= 0, "optimizer.weight_decay", self.weight_decay, "must be >= 0")
         _check(0 <= self.momentum < 1, "optimizer.momentum", self.momentum, "must be in [0, 1)")
         _check(0 <= self.dampening <= 1, "optimizer.dampening", self.dampening, "must be in [0, 1]")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch._inductor.utils import run_and_get_code
 
-from fer_func.population.compiled import compile_options, compile_program
+from fer_func.compile import compile_options, compile_program
 
 
 def test_options_per_backend_and_device():

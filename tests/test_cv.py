@@ -8,7 +8,7 @@ from fer_func import prng, tree
 from fer_func.config import ModelConfig, OptimizerConfig, VariantConfig
 from fer_func.data.folds import stratified_folds, train_and_val_indices
 from fer_func.population import Population
-from fer_func.population.population import MEAN, STD
+from fer_func.population.step import MEAN, STD
 
 from test_compiled_equivalence import warm
 from test_population import random_data

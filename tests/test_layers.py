@@ -97,11 +97,11 @@ def test_max_pool_values_and_gradients_equal_aten_even_with_ties(shape, relu_fir
 
 def test_max_pool_compiled_as_populations_compile_it_equals_aten_per_variant_even_with_ties():
     # The population's CPU programs compile ATen's pooling with inductor's own lowering, in the graph's
-    # layout (population/compiled.py), vmapped over variants: values and gradients, ties included,
+    # layout (compile/program.py), vmapped over variants: values and gradients, ties included,
     # must still be each variant's nn.MaxPool2d.
     from torch.func import grad, vmap
 
-    from fer_func.population.compiled import compile_options, compile_program
+    from fer_func.compile import compile_options, compile_program
     k, shape = 3, (4, 5, 12, 12)
     x = (randn(k, *shape) * 2).round() / 2  # many equal maxima per window
     g = randn(k, 4, 5, 6, 6, seed=1)

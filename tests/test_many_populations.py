@@ -1,7 +1,7 @@
 """Any number of compiled populations in one process (``--all``, a notebook building one after another).
 
 Dynamo caches compiled code per code object, and every population's step is ``vmap(step)``: before
-``population.compiled.own_code`` the ninth distinct population of a process hit the recompile limit,
+``fer_func.compile.own_code`` the ninth distinct population of a process hit the recompile limit,
 a hard error under ``fullgraph=True`` (``--all`` died that way at the ResNet population). Here more
 than twelve distinct populations (every family, several K, accumulation, augmentation, varying
 dropout, mixed optimizers) each compile, take a step and evaluate in one process, and each one's
@@ -17,7 +17,7 @@ import torch
 from fer_func import tree
 from fer_func.config import AugmentConfig, ModelConfig, OptimizerConfig, VariantConfig
 from fer_func.population import Population
-from fer_func.population.compiled import own_code
+from fer_func.compile import own_code
 
 from test_population import random_data
 

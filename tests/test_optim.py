@@ -310,7 +310,6 @@ def test_from_config_builds_the_named_rule():
 
 
 @pytest.mark.parametrize("build,message", [
-    (lambda: sgd(lr=-0.1), "Invalid learning rate: -0.1"),
     (lambda: sgd(lr=0.1, momentum=-0.5), "Invalid momentum value: -0.5"),
     (lambda: sgd(lr=0.1, weight_decay=-1.0), "Invalid weight_decay value: -1.0"),
     (lambda: sgd(lr=0.1, nesterov=True), "Nesterov momentum requires a momentum and zero dampening"),
@@ -319,7 +318,6 @@ def test_from_config_builds_the_named_rule():
     (lambda: adam(lr=1e-3, betas=(1.0, 0.999)), "Invalid beta parameter at index 0: 1.0"),
     (lambda: adam(lr=1e-3, betas=(0.9, -0.1)), "Invalid beta parameter at index 1: -0.1"),
     (lambda: adam(lr=1e-3, eps=-1e-8), "Invalid epsilon value: -1e-08"),
-    (lambda: adamw(lr=-1.0), "Invalid learning rate: -1.0"),
     (lambda: adamw(lr=1e-3, weight_decay=-0.1), "Invalid weight_decay value: -0.1"),
     (lambda: rmsprop(lr=1e-2, alpha=-0.9), "Invalid alpha value: -0.9"),
     (lambda: rmsprop(lr=1e-2, eps=-1.0), "Invalid epsilon value: -1.0"),

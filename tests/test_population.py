@@ -13,7 +13,7 @@ from fer_func import tree
 from fer_func.config import AugmentConfig, ModelConfig, OptimizerConfig, ScheduleConfig, VariantConfig
 from fer_func.data.dataset import FERData
 from fer_func.population import Population
-from fer_func.population.population import MEAN, STD
+from fer_func.population.step import MEAN, STD
 
 F64 = torch.float64
 
@@ -232,7 +232,7 @@ def test_checkpoint_resume_equals_uninterrupted():
         assert_same_member(full, i, resumed, i, exact=True)
 
 
-def test_resume_between_accumulated_micro_batches_even_from_a_per_tensor_accumulator_checkpoint():
+def test_resume_between_accumulated_micro_batches():
     # Paused after 3 micro-steps, the batch-32 variant holds 3 micro-batches' gradients in its accumulator.
     data = random_data(n_train=100)
     variants = [BASE.replace(batch_size=b, optimizer=OPTIMIZERS[1]) for b in (8, 32)]
@@ -242,16 +242,11 @@ def test_resume_between_accumulated_micro_batches_even_from_a_per_tensor_accumul
     assert paused.train_epoch(stop=lambda: next(steps) + 1 >= 3) is None
     sd = copy.deepcopy(paused.state_dict())
     assert set(sd["carry"]["grad_acc"]) == {"flat"} and sd["carry"]["grad_acc"]["flat"].abs().sum() > 0
-    old = copy.deepcopy(sd)  # the layout of checkpoints written before the accumulator became flat
-    sizes = [t[0].numel() for t in old["carry"]["params"].values()]
-    parts = torch.split(old["carry"]["grad_acc"]["flat"], sizes, dim=1)
-    old["carry"]["grad_acc"] = {k: p.reshape(t.shape) for (k, t), p in zip(old["carry"]["params"].items(), parts)}
-    for state in (sd, old):
-        resumed = Population(variants, data, dtype=F64, compile=False)
-        resumed.load_state_dict(state)
-        resumed.train_epoch()
-        for i in range(len(variants)):
-            assert_same_member(full, i, resumed, i, exact=True)
+    resumed = Population(variants, data, dtype=F64, compile=False)
+    resumed.load_state_dict(sd)
+    resumed.train_epoch()
+    for i in range(len(variants)):
+        assert_same_member(full, i, resumed, i, exact=True)
 
 
 def test_augmentation_switches_per_variant_and_compiled_equals_eager_without_recompiles():
@@ -414,7 +409,7 @@ def test_flat_and_per_tensor_optimizer_layouts_train_the_same_numbers(batch_size
 
 
 def test_evaluation_chunks_split_the_data_evenly_and_change_no_result():
-    from fer_func.population.population import even_chunk
+    from fer_func.population.evaluate import even_chunk
     # FER2013's 3,589 validation images: 8 chunks of 456 (3,648 evaluated) instead of 8 of 512 (4,096).
     assert even_chunk([3589, 3589]) == 456 and 8 * 456 >= 3589
     assert even_chunk([40]) == 40 and even_chunk([512]) == 512 and even_chunk([513]) == 264

@@ -12,9 +12,9 @@ import warnings
 import pytest
 import torch
 
-from fer_func.population import precompiled
-from fer_func.population.compiled import compile_options, compile_program
-from fer_func.population.precompiled import Precompiled
+from fer_func.compile import precompiled
+from fer_func.compile import compile_options, compile_program
+from fer_func.compile.precompiled import Precompiled
 
 # One process trains a tiny population for two steps and evaluates it, then prints what it loaded,
 # how many graphs dynamo traced, and a checksum of every carry tensor.

@@ -16,7 +16,7 @@ import torch
 from fer_func import tree
 from fer_func.config import ConfigError, ModelConfig, OptimizerConfig, VariantConfig
 from fer_func.population import Population, views
-from fer_func.population.population import MEAN, STD
+from fer_func.population.step import MEAN, STD
 from fer_func import cli
 from fer_func.study import ensembles, results
 

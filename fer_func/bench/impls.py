@@ -22,7 +22,7 @@ from fer_func import prng
 from fer_func.config import ModelConfig, OptimizerConfig, VariantConfig
 from fer_func.data.dataset import FERData
 from fer_func.population import Population
-from fer_func.population.population import MEAN, STD
+from fer_func.population.step import MEAN, STD
 from fer_func.bench.torch_loop import initial_module
 from fer_func.population.step import DATA_STREAM
 

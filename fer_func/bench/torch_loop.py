@@ -24,8 +24,8 @@ from fer_func.config import OptimizerConfig, ScheduleConfig, VariantConfig
 from fer_func.data.augment import augment, cutmix, mixup
 from fer_func.models import NUM_CLASSES, build_from
 from fer_func.optim.schedules import PLATEAU_EPS
-from fer_func.population.population import MEAN, STD, sample_mean_class_weights
-from fer_func.population.step import DATA_STREAM, INIT_STREAM, NOISE_STREAM
+from fer_func.population import sample_mean_class_weights
+from fer_func.population.step import DATA_STREAM, INIT_STREAM, MEAN, NOISE_STREAM, STD
 
 EVAL_CHUNK = 512  # images per evaluation forward pass, as the population's
 

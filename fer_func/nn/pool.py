@@ -4,7 +4,7 @@
 maximum of each window) are ``nn.MaxPool2d(2)``'s by construction. It used to be a chain of
 ``torch.where`` over the four strided views, which inductor fuses into its neighbours; but its
 backward, four strided ``slice_backward`` scatters, compiles to scalar C++ with an integer division
-per element. Once a population's CPU programs keep the graph's own layout (population/compiled.py),
+per element. Once a population's CPU programs keep the graph's own layout (compile/program.py),
 ATen's pooling is the faster of the two for the lr population's step (measured A/B, the two
 alternating). Under inductor's channels-last layout the where-chain had been the faster.
 """

@@ -8,9 +8,10 @@
 """
 from fer_func.optim import schedules, transforms
 from fer_func.optim.alias import adam, adamw, from_config, rmsprop, sgd
-from fer_func.optim.base import (Optimizer, apply_updates, chain, get_hparam, hparam_names, inject_hyperparams,
-                                 with_hparams)
+from fer_func.optim.base import (Optimizer, add_hparams, apply_updates, chain, get_hparam, hparam_names,
+                                 inject_hyperparams, with_hparams, without_hparams)
 from fer_func.optim.select import active_state, from_configs, select
 
-__all__ = ["Optimizer", "apply_updates", "chain", "inject_hyperparams", "with_hparams", "get_hparam", "hparam_names",
+__all__ = ["Optimizer", "apply_updates", "chain", "inject_hyperparams", "with_hparams", "without_hparams", "add_hparams",
+           "get_hparam", "hparam_names",
            "sgd", "adam", "adamw", "rmsprop", "from_config", "select", "active_state", "from_configs", "schedules", "transforms"]

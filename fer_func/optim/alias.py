@@ -1,7 +1,8 @@
 """torch.optim's SGD, Adam, AdamW and RMSprop as functional optimizers with injected hyperparameters.
 
 Each alias validates its values here, at build time, with torch.optim's messages (a traced update
-never checks a value), then chains small transforms. Defaults equal torch.optim's. The numeric
+never checks a value), then chains small transforms; the learning rate is validated once, by
+``OptimizerConfig`` (config.py), which is how the study's optimizers are built. Defaults equal torch.optim's. The numeric
 values become 0-d tensors in ``state["hparams"]``; ``nesterov`` and ``centered`` stay static.
 """
 from __future__ import annotations
@@ -30,7 +31,6 @@ def sgd(lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0, nestero
     """torch.optim.SGD: hparams ``lr, momentum, dampening, weight_decay``; ``nesterov`` static."""
     lr, momentum, dampening, weight_decay = (_number(n, v) for n, v in
         (("learning rate", lr), ("momentum value", momentum), ("dampening", dampening), ("weight_decay value", weight_decay)))
-    _require(lr >= 0, f"Invalid learning rate: {lr} (must be >= 0)")
     _require(momentum >= 0, f"Invalid momentum value: {momentum} (must be >= 0)")
     _require(weight_decay >= 0, f"Invalid weight_decay value: {weight_decay} (must be >= 0)")
     _require(not nesterov or (momentum > 0 and dampening == 0),
@@ -48,7 +48,6 @@ def _check_adam(lr, betas, eps, weight_decay):
     lr, eps, weight_decay = _number("learning rate", lr), _number("epsilon value", eps), _number("weight_decay value", weight_decay)
     _require(isinstance(betas, (tuple, list)) and len(betas) == 2, f"Invalid betas: {betas!r} (must be a pair (beta1, beta2))")
     b1, b2 = _number("beta parameter at index 0", betas[0]), _number("beta parameter at index 1", betas[1])
-    _require(lr >= 0, f"Invalid learning rate: {lr} (must be >= 0)")
     _require(eps >= 0, f"Invalid epsilon value: {eps} (must be >= 0)")
     _require(0 <= b1 < 1, f"Invalid beta parameter at index 0: {b1} (must be in [0, 1))")
     _require(0 <= b2 < 1, f"Invalid beta parameter at index 1: {b2} (must be in [0, 1))")
@@ -81,7 +80,6 @@ def rmsprop(lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_dec
     lr, alpha, eps, weight_decay, momentum = (_number(n, v) for n, v in
         (("learning rate", lr), ("alpha value", alpha), ("epsilon value", eps), ("weight_decay value", weight_decay),
          ("momentum value", momentum)))
-    _require(lr >= 0, f"Invalid learning rate: {lr} (must be >= 0)")
     _require(eps >= 0, f"Invalid epsilon value: {eps} (must be >= 0)")
     _require(momentum >= 0, f"Invalid momentum value: {momentum} (must be >= 0)")
     _require(weight_decay >= 0, f"Invalid weight_decay value: {weight_decay} (must be >= 0)")

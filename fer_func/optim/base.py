@@ -8,7 +8,9 @@ can be ``vmap``'ed over a population and ``torch.compile``'d as one graph.
 betas, weight decay, ...) are 0-d tensors in ``state["hparams"]`` rather than Python floats in a
 closure. The update rebuilds its transform chain from those tensors on every call, so a stack of
 states with different values is a population, a changed value is just new data (no recompile), and
-the scheduler writes the lr with :func:`with_hparams`. Booleans that change the code path
+the scheduler writes the lr with :func:`with_hparams`. A population keeps its lr in the schedule state
+alone: its carried optimizer state has no lr (:func:`without_hparams`), and the step passes the
+scheduled one in for each update (:func:`add_hparams`). Booleans that change the code path
 (``nesterov``, ``centered``) stay static Python in the closure.
 """
 from __future__ import annotations
@@ -111,6 +113,33 @@ def with_hparams(state: Tree, **values) -> Tree:
         if "hparams" in s:
             h = {k: _as_like(values[k], v) if k in values else v for k, v in s["hparams"].items()}
             return {**s, "hparams": h}
+        return {k: go(v) for k, v in s.items()}
+
+    return go(state)
+
+
+def without_hparams(state: Tree, *names: str) -> Tree:
+    """A copy of ``state`` with ``names`` removed from every hyperparameter table: for a value that
+    another state holds (a population's lr lives in its schedule state; :func:`add_hparams` puts it back
+    for an update)."""
+    def go(s):
+        if not isinstance(s, dict):
+            return s
+        if "hparams" in s:
+            return {**s, "hparams": {k: v for k, v in s["hparams"].items() if k not in names}}
+        return {k: go(v) for k, v in s.items()}
+
+    return go(state)
+
+
+def add_hparams(state: Tree, **values: torch.Tensor) -> Tree:
+    """A copy of ``state`` (one :func:`without_hparams` made) with tensor ``values`` in every
+    hyperparameter table, as :func:`with_hparams` writes them into a state that has them."""
+    def go(s):
+        if not isinstance(s, dict):
+            return s
+        if "hparams" in s:
+            return {**s, "hparams": {**s["hparams"], **values}}
         return {k: go(v) for k, v in s.items()}
 
     return go(state)

@@ -30,11 +30,10 @@ PLATEAU_EPS = 1e-8  # torch ReduceLROnPlateau's default ``eps``; ScheduleConfig 
 
 def init(cfg: ScheduleConfig, base_lr: float, total_epochs: int, steps_per_epoch: int,
          dtype: torch.dtype = torch.float32, device=None) -> dict:
-    """The schedule state for one variant. ``t_max = 0`` means the whole run, counted in ``cfg.unit``s."""
+    """The schedule state for one variant. ``t_max = 0`` means the whole run, counted in ``cfg.unit``s.
+    ``base_lr`` is ``OptimizerConfig.lr``, validated there (config.py: the one rule for a learning rate)."""
     if not isinstance(cfg, ScheduleConfig):
         raise TypeError(f"schedules.init expects a ScheduleConfig, got {type(cfg).__name__}")
-    if not (isinstance(base_lr, (int, float)) and math.isfinite(base_lr) and base_lr >= 0):
-        raise ValueError(f"base_lr = {base_lr!r}: must be a finite number >= 0")
     for name, v in (("total_epochs", total_epochs), ("steps_per_epoch", steps_per_epoch)):
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise ValueError(f"{name} = {v!r}: must be a positive integer")

@@ -8,10 +8,14 @@
 State of K variants is one stacked pytree (leading axis K). ``mode="vmap"`` (default) runs
 ``vmap(step)`` compiled as one graph; ``mode="loop"`` runs the same single-variant step once per
 variant -- a solo run of each, used by the equivalence tests and the benchmarks.
+
+The class holds the state and the order of events; the pieces live beside what they use: state.py
+(a variant's initial carry and hp), programs.py (the cached step and eval programs), epoch.py (the
+host's end of an epoch: validation, schedules, best networks, early stopping), evaluate.py and
+views.py (evaluation and test-time augmentation over the population's state), slots.py and
+compaction.py (pure functions over the stacked state).
 """
 from __future__ import annotations
-
-import math
 
 import time
 from typing import Callable
@@ -23,17 +27,15 @@ from fer_func import optim, prng, tree
 from fer_func.config import VariantConfig
 from fer_func.data.augment import class_weights
 from fer_func.data.dataset import FERData
-from fer_func.optim import schedules
-from fer_func.optim.flat import FLAT, Ravel
-from fer_func.population.compiled import compile_options, compile_program
-from fer_func.population.evaluate import make_eval_chunk, per_class
+from fer_func.population import compaction, slots, state, views
+from fer_func.population import evaluate as evaluation
 from fer_func.population import precision as precisions
-from fer_func.population import compaction, slots, views
 from fer_func.population.cv import Folds
-from fer_func.population.plan import Plan, dropout_rates, make_plan
-from fer_func.population.step import DATA_STREAM, INIT_STREAM, NOISE_STREAM, all_finite, make_train_step
-
-MEAN, STD = 0.5, 0.25  # fixed input normalisation: x in [0, 1] -> roughly zero mean, unit scale
+from fer_func.population.epoch import end_epoch
+from fer_func.population.evaluate import even_chunk, per_class
+from fer_func.population.plan import make_plan
+from fer_func.population.programs import fold_eval_program, programs
+from fer_func.population.step import INIT_STREAM
 
 
 def sample_mean_class_weights(labels: torch.Tensor) -> torch.Tensor:
@@ -91,14 +93,14 @@ class Population:
             eval_chunk = even_chunk(sizes + ([int(self._fold_val[1].shape[1])] if self.folds is not None else []))
         rules = tuple(dict.fromkeys(c.rule for c in self._rule_configs))
         p = self.plan
-        self._step, self._eval = _programs(p.model, p.micro_batch, p.accumulate, p.augment, p.varying_dropout, rules,
-                                           dtype, mode, compile, eval_chunk, self.precision, self.cuda_graphs,
-                                           self.optimizers[0].update, self.device.type)
+        self._step, self._eval = programs(p.model, p.micro_batch, p.accumulate, p.augment, p.varying_dropout, rules,
+                                          dtype, mode, compile, eval_chunk, self.precision, self.cuda_graphs,
+                                          self.optimizers[0].update, self.device.type)
         self.eval_chunk_size = eval_chunk
         if self.folds is not None:
             self._fold_starts = torch.arange(0, self._fold_val[1].shape[1], eval_chunk, device=self.device)
-            self._eval_folds = _fold_eval_program(p.model, dtype, mode, compile, eval_chunk, self.precision,
-                                                  self.cuda_graphs, self.device.type)
+            self._eval_folds = fold_eval_program(p.model, dtype, mode, compile, eval_chunk, self.precision,
+                                                 self.cuda_graphs, self.device.type)
         self._js = torch.arange(self.plan.steps_per_epoch, device=self.device)
         # Chunk offsets and split sizes as device tensors made once: evaluation copies nothing from the host.
         self._eval_index = {split: (torch.arange(0, int(y.shape[0]), eval_chunk, device=self.device),
@@ -108,50 +110,16 @@ class Population:
     # --- state ---------------------------------------------------------------------------------
 
     def _init_models(self, vectorized: bool | None = None) -> list[tuple[dict, dict]]:
-        """Every variant's initial (params, model_state) from its seed's init stream, on the device.
-
-        On an accelerator all K draw at once under ``vmap`` (a few large kernels instead of K times
-        every layer's); on a CPU one variant at a time is faster, as the draws then run in
-        cache-sized chunks. The numbers are the same either way (tests check it bit for bit).
-        """
-        keys = torch.stack([prng.fold_in(prng.key(v.seed), INIT_STREAM) for v in self.variants]).to(self.device)
-        if vectorized is None:
-            vectorized = self.device.type != "cpu"
-        if vectorized:
-            params, states = torch.func.vmap(self.model.init)(keys)
-            return [(tree.index(params, i), tree.index(states, i)) for i in range(len(self.variants))]
-        return [self.model.init(k) for k in keys]
+        return state.init_models(self.model, self.variants, self.device, vectorized)
 
     def _init_variant(self, i: int, v: VariantConfig, params: dict, model_state: dict):
-        root = prng.key(v.seed).to(self.device)
-        params, model_state = tree.to(params, self.device, self.dtype), tree.to(model_state, self.device, self.dtype)
-        n_micro = v.batch_size // self.plan.micro_batch
-        updates_per_epoch = self.plan.active_steps[i] // n_micro
-        sched = schedules.init(v.schedule, v.optimizer.lr, v.epochs, updates_per_epoch, self.dtype, self.device)
-        opt_state = optim.with_hparams(self.optimizers[i].init(params), lr=schedules.lr(sched))
-        zero = lambda dt=self.dtype: torch.zeros((), dtype=dt, device=self.device)
-        carry = {"params": params, "model_state": model_state, "opt_state": opt_state, "sched": sched,
-                 "noise_key": prng.fold_in(root, NOISE_STREAM), "step": zero(torch.int64),
-                 "diverged": torch.zeros((), dtype=torch.bool, device=self.device),
-                 "diverged_step": torch.full((), -1, dtype=torch.int64, device=self.device),
-                 "metrics": {"loss_sum": zero(), "correct": zero(), "count": zero()}}
-        if self.plan.accumulate:
-            carry["grad_acc"] = Ravel(params).flat(tree.tree_map(torch.zeros_like, params))  # {"flat": zeros}
-            carry["micro"] = zero(torch.int64)
-        as_t = lambda x, dt: torch.tensor(x, dtype=dt, device=self.device)
-        dropout = {k: as_t(rate, self.dtype) for k, rate in dropout_rates(v, self.plan.varying_dropout)}
-        hp = {"active_steps": as_t(self.plan.active_steps[i], torch.int64), "n_micro": as_t(n_micro, torch.int64),
-              "augment": as_t(v.augment.enabled, torch.bool), "class_weighted": as_t(v.class_weighted, torch.bool),
-              "dropout": dropout, "data_key": prng.fold_in(root, DATA_STREAM)}
-        return carry, hp
+        return state.init_variant(self.plan, self.optimizers[i], i, v, params, model_state, self.dtype, self.device)
 
     def _build_state(self):
         models = self._init_models()
         carries, hps = zip(*(self._init_variant(i, v, *models[i]) for i, v in enumerate(self.variants)))
         self.carry, self.hp = tree.stack(list(carries)), tree.stack(list(hps))
-        self.best = {"params": tree.clone(self.carry["params"]), "model_state": tree.clone(self.carry["model_state"]),
-                     "val_acc": torch.full((len(self.variants),), -1.0, dtype=torch.float64, device=self.device),
-                     "epoch": torch.full((len(self.variants),), -1, dtype=torch.int64, device=self.device)}
+        self.best = state.init_best(self.carry, len(self.variants), self.device)
 
     def member(self, i: int) -> dict:
         """Variant ``i``'s carried state, exactly what a solo run of it would hold.
@@ -334,53 +302,7 @@ class Population:
             torch.cuda.synchronize(self.device)
 
     def _end_epoch(self, train_s: float) -> dict:
-        # The step checks loss and gradients only (step.py), so an update that overflowed is committed.
-        # One reduction per epoch catches it: the variant is diverged from here on and keeps the best
-        # parameters it had, never non-finite ones.
-        finite = torch.func.vmap(all_finite)({"params": self.carry["params"], "state": self.carry["model_state"]})
-        newly = ~finite & ~self.carry["diverged"]
-        self.carry["diverged"] = self.carry["diverged"] | newly
-        self.carry["diverged_step"] = torch.where(newly, self.carry["step"], self.carry["diverged_step"])
-        mt = self.carry["metrics"]
-        count = mt["count"].clamp(min=1)
-        val = self.evaluate("val")
-        pick = torch.func.vmap(tree.where)
-        # Plateau watches validation accuracy in mode "max" and validation loss in mode "min" (torch's
-        # convention for a loss); feeding accuracy to "min" would cut the rate while it improves.
-        as_t = lambda x: torch.as_tensor(x, dtype=self.dtype, device=self.device)
-        watched = torch.where(self.carry["sched"]["mode_max"], as_t(val["acc"]), as_t(val["loss"]))
-        stepped = torch.func.vmap(schedules.after_epoch)(self.carry["sched"], watched)
-        # A diverged or early-stopped variant is frozen: its schedule does not move either.
-        live = torch.as_tensor(self.live, device=self.device)
-        frozen = self.carry["diverged"] | torch.as_tensor(self.stopped_epoch[self.live] >= 0, device=self.device)
-        self.carry["sched"] = pick(frozen, self.carry["sched"], stepped)
-        # The best networks are kept for every variant (K-wide); the computed ones update their rows.
-        best_before = self.best["val_acc"].cpu().numpy()
-        acc = torch.as_tensor(val["acc"], device=self.device)
-        improved = (acc > self.best["val_acc"][live]) & finite
-        for key in ("params", "model_state"):
-            kept = slots.gather(self.best[key], live)
-            self.best[key] = slots.scatter(self.best[key], live, pick(improved, self.carry[key], kept))
-        own_epoch = torch.as_tensor(self.epoch - self.slot_start[self.live], device=self.device)
-        for key, new in (("val_acc", acc), ("epoch", own_epoch)):
-            self.best[key] = self.best[key].index_copy(0, live, torch.where(improved, new, self.best[key][live]))
-        # Per-variant numbers, K-wide: an ended variant that compaction parked records what its frozen
-        # slot would (no training steps: zero train metrics; unchanged parameters: its last val and lr).
-        last = self.history[-1] if self.history else {}  # parked variants exist only after a record
-        train_loss = self._widen((mt["loss_sum"] / count).double().cpu().numpy(), 0.0)
-        train_acc = self._widen((mt["correct"] / count).double().cpu().numpy(), 0.0)
-        val_acc = self._widen(val["acc"], last.get("val_acc", np.nan))
-        val_loss = self._widen(val["loss"], last.get("val_loss", np.nan))
-        lr = self._widen(optim.get_hparam(self.carry["opt_state"], "lr").double().cpu().numpy(), last.get("lr", np.nan))
-        self._early_stop(val_acc, best_before)
-        self.carry["metrics"] = tree.tree_map(torch.zeros_like, mt)
-        diverged = self.diverged()
-        record = {"epoch": self.epoch, "train_loss": np.where(diverged, np.nan, train_loss), "train_acc": train_acc,
-                  "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
-                  "diverged": diverged, "stopped": self.stopped_epoch >= 0, "epoch_s": train_s,
-                  # the K this epoch computed (compaction lowers it) and its seconds of steady-state steps
-                  "k": len(self.live), "compute_s": train_s - self._epoch_compile_s}
-        self.history.append(record)
+        record = end_epoch(self, train_s)
         # Steady-state step time: a step that compiled (a process's first, or the first after compact())
         # is reported apart.
         compiled_here = self._epoch_compile_s > 0
@@ -390,27 +312,6 @@ class Population:
         self._epoch_compile_s = 0.0
         return record
 
-    def _widen(self, live_values: np.ndarray, parked) -> np.ndarray:
-        """(K,) from the computed variants' values; ``parked`` (a number, or K values) for the others."""
-        full = np.array(np.broadcast_to(parked, (len(self.variants),)), dtype=np.float64)
-        full[self.live] = live_values
-        return full
-
-    def _early_stop(self, val_acc, best_before):
-        """A variant with ``early_stopping.patience = P`` that has not raised its best validation
-        accuracy by more than ``min_delta`` for P epochs stops: its slot freezes (masked updates, as a
-        diverged variant's) and keeps its best epoch."""
-        gained = np.asarray(val_acc) > best_before + np.array([v.early_stopping.min_delta for v in self.variants])
-        self.since_gain = np.where(gained, 0, self.since_gain + 1)
-        patience = np.array([v.early_stopping.patience for v in self.variants])
-        # Diverged variants (this epoch or any before: carry["diverged"] is already updated) are frozen
-        # for that reason and are not reported as stopped.
-        running = (self.stopped_epoch < 0) & ~self.diverged()
-        stop = running & (patience > 0) & (self.since_gain >= patience)
-        for i in np.flatnonzero(stop):
-            self.stopped_epoch[i] = self.slot_epoch(int(i))  # the own epoch just completed, 0-based
-            self.freeze(int(i))
-
     @property
     def all_stopped(self) -> bool:
         """Every variant has stopped early or diverged: further epochs would change nothing."""
@@ -419,99 +320,12 @@ class Population:
     # --- evaluation ----------------------------------------------------------------------------
 
     def evaluate(self, split: str, params=None, model_state=None, probs: bool = False) -> dict:
-        """Loss, accuracy and confusion matrix per variant on ``split`` ("val" or "test"); with ``probs``
-        also every variant's class probabilities, ``probs`` (K, N, 7) float64 numpy, from the same pass
-        (they are what evaluate_views' plain view computes)."""
-        params = self.carry["params"] if params is None else params
-        model_state = self.carry["model_state"] if model_state is None else model_state
-        per_variant = split == "val" and self.folds is not None  # cross-validation: each variant's own fold
-        if per_variant and probs:
-            raise ValueError("evaluate('val', probs=True): a cross-validation population's folds differ in size; "
-                             "ask for the test split's probabilities")
-        if per_variant:
-            (x, y, n), starts, program = self._fold_val, self._fold_starts, self._eval_folds
-        else:
-            (x, y), (starts, n), program = self.data.split(split), self._eval_index[split], self._eval
-        loss, confusion, chunks = 0.0, 0.0, []
-        for s in starts:
-            first = "eval_compile_s" not in self.timing
-            if self.cuda_graphs:
-                torch.compiler.cudagraph_mark_step_begin()
-            t = time.perf_counter()
-            if self.mode == "vmap":
-                l, c, p = program(params, model_state, x, y, s, n)
-            else:
-                pick = (lambda t, i: t[i]) if per_variant else (lambda t, i: t)
-                outs = [self._eval(tree.index(params, i), tree.index(model_state, i), pick(x, i), pick(y, i), s,
-                                   pick(n, i)) for i in range(_leading(params))]
-                l, c, p = (torch.stack([o[j] for o in outs]) for j in range(3))
-            if first:  # the first call compiles the eval program: report it apart, like the step's
-                self._sync()
-                self.timing["eval_compile_s"] = time.perf_counter() - t
-            loss, confusion = loss + l, confusion + c
-            if probs:  # a CUDA graph's outputs are overwritten by its next replay: keep a copy
-                chunks.append(p.clone() if self.cuda_graphs else p)
-        confusion = confusion.double().cpu().numpy().round().astype(np.int64)
-        total = n.cpu().numpy().astype(np.float64) if per_variant else int(y.shape[0])
-        acc = np.trace(confusion, axis1=1, axis2=2) / total
-        out = {"loss": loss.double().cpu().numpy() / total, "acc": acc, "confusion": confusion}
-        if probs:
-            out["probs"] = torch.cat(chunks, dim=1)[:, :total].to(torch.float64).cpu().numpy()
-        return out
+        """Loss, accuracy and confusion matrix per variant on ``split``; evaluate.evaluate."""
+        return evaluation.evaluate(self, split, params, model_state, probs)
 
     def evaluate_views(self, split: str, *, params=None, model_state=None, tta=None, members=None) -> dict:
-        """Every variant's class probabilities on ``split``, with test-time augmentation and an ensemble.
-
-        ``tta``: None, "flip" (original + mirror) or "flip+shift" (also 2-pixel shifts); views.py.
-        ``members``: the ensemble's variants, indices or a boolean mask (default: every variant that has
-        not diverged). ``params``/``model_state`` default to the current ones, as in :meth:`evaluate`;
-        pass ``self.best[...]`` for the best-epoch networks. Returns numpy values:
-
-            acc (K,), confusion (K, 7, 7)          each variant, no TTA
-            tta_acc, tta_confusion                 the same with TTA (None without)
-            ensemble, tta_ensemble                 {"members", "acc", "confusion", "per_class"} (None: no
-                                                   members, only when every variant diverged)
-            probs, tta_probs (K, N, 7)             for other ensembles (views.ensemble) without another pass
-
-        One cached program per (model, dtype, chunk, precision, tta, mode, compile): repeated calls,
-        other parameters, other members and splits of equal size never recompile.
-        """
-        if split == "val" and self.folds is not None:
-            raise ValueError("evaluate_views('val'): this cross-validation population validates each variant on its "
-                             "own Training fold, which an ensemble cannot share; use 'test'")
-        params = self.carry["params"] if params is None else params
-        model_state = self.carry["model_state"] if model_state is None else model_state
-        k = _leading(params)
-        if members is None:  # as the report's means: a diverged variant is left out unless asked for
-            members = ~(self.diverged() if k == len(self.variants) else self.carry["diverged"].cpu().numpy())
-            members = members if members.any() else None  # all diverged: no ensemble to report
-        else:
-            members = views.member_indices(members, k)  # a mistake fails here, before any evaluation
-        run = views.program(self.model, MEAN, STD, self.dtype, self.eval_chunk_size, self.precision, tta,
-                            self.mode, self.compile, self.device.type)
-        x, y = self.data.split(split)
-        starts, n = self._eval_index[split]
-        chunks = []
-        for s in starts:
-            if self.mode == "vmap":
-                chunks.append(run(params, model_state, x, s, n))  # (K, T, chunk, 7)
-            else:
-                chunks.append(torch.stack([run(tree.index(params, i), tree.index(model_state, i), x, s, n)
-                                           for i in range(k)]))
-        total = int(y.shape[0])
-        probs = torch.cat(chunks, dim=2)[:, :, :total].to(torch.float64).cpu().numpy()  # (K, T, N, 7)
-        labels = y.cpu().numpy()
-
-        def summary(p):  # p: (K, N, 7)
-            ens = None if members is None else views.ensemble(p, labels, members)
-            return views.accuracy(p, labels), views.confusions(p, labels), \
-                (None if ens is None else {key: ens[key] for key in ("members", "acc", "confusion", "per_class")})
-
-        acc, confusion, ens = summary(probs[:, 0])
-        tta_acc, tta_confusion, tta_ens = summary(probs[:, 1]) if tta is not None else (None, None, None)
-        return {"split": split, "tta": tta, "acc": acc, "confusion": confusion, "tta_acc": tta_acc,
-                "tta_confusion": tta_confusion, "ensemble": ens, "tta_ensemble": tta_ens, "probs": probs[:, 0],
-                "tta_probs": probs[:, 1] if tta is not None else None}
+        """Class probabilities, test-time augmentation and an ensemble on ``split``; views.evaluate_views."""
+        return views.evaluate_views(self, split, params=params, model_state=model_state, tta=tta, members=members)
 
     def finish(self, with_probs: bool = False):
         """Per variant: best-epoch test metrics, confusion matrix and per-class precision/recall/F1.
@@ -549,104 +363,19 @@ class Population:
 
     def load_state_dict(self, sd: dict):
         self.epoch, self.step_in_epoch, self._epoch_s = sd["epoch"], sd["step_in_epoch"], sd["epoch_s"]
-        self.slot_start = np.asarray(sd.get("slot_start", [0] * len(self.variants)), dtype=np.int64)
+        self.slot_start = np.asarray(sd["slot_start"], dtype=np.int64)
         self.history = [{k: (np.asarray(v) if isinstance(v, list) else v) for k, v in r.items()} for r in sd["history"]]
         # the first step and eval after a resume compile again
         self.timing = {**{k: v for k, v in sd["timing"].items() if k != "eval_compile_s"}, "steps": 0}
-        self.carry = _flat_grad_acc(tree.to(sd["carry"], self.device))
+        # Checkpoints before 2026-12-08 (runs in progress then) held the lr in the optimizer state too;
+        # the schedule state holds it now, so a resume drops the copy.
+        carry = tree.to(sd["carry"], self.device)
+        self.carry = {**carry, "opt_state": optim.without_hparams(carry["opt_state"], "lr")}
         self.best = tree.to(sd["best"], self.device)
-        if "early" in sd:
-            self.since_gain = np.asarray(sd["early"]["since_gain"], dtype=np.int64)
-            self.stopped_epoch = np.asarray(sd["early"]["stopped_epoch"], dtype=np.int64)
-        if "hp" in sd:  # slots a search froze or refilled (older checkpoints rebuild hp from the variants)
-            self.hp = tree.to(sd["hp"], self.device)
-        self.live = np.asarray(sd.get("live", range(len(self.variants))), dtype=np.int64)  # compacted: fewer
-        self._parked = {int(i): tree.to(m, self.device) for i, m in sd.get("parked", [])}
+        self.hp = tree.to(sd["hp"], self.device)  # slots a search froze or refilled
+        self.since_gain = np.asarray(sd["early"]["since_gain"], dtype=np.int64)
+        self.stopped_epoch = np.asarray(sd["early"]["stopped_epoch"], dtype=np.int64)
+        self.live = np.asarray(sd["live"], dtype=np.int64)  # compacted: fewer than the variants
+        self._parked = {int(i): {**m, "opt_state": optim.without_hparams(m["opt_state"], "lr")}
+                        for i, m in ((int(i), tree.to(m, self.device)) for i, m in sd["parked"])}
 
-
-def _leading(tree_of_stacked) -> int:
-    """K of a stacked tree: the leading dimension of its leaves."""
-    return int(tree.leaves(tree_of_stacked)[0].shape[0])
-
-
-def _flat_grad_acc(carry: dict) -> dict:
-    """A checkpoint's carry with the gradient accumulator in the step's flat layout (older
-    checkpoints, before 2026-12-02, kept it per tensor): one (K, P) buffer in the params' order."""
-    acc = carry.get("grad_acc")
-    if acc is None or set(acc) == {FLAT}:
-        return carry
-    ravel = Ravel(tree.index(carry["params"], 0))  # one variant's layout, as the step flattens it
-    return {**carry, "grad_acc": torch.func.vmap(ravel.flat)(acc)}
-
-
-_PROGRAMS: dict = {}
-
-EVAL_CHUNK = 512  # images per evaluation call, at most: bounds the activations an evaluation holds
-
-
-def even_chunk(sizes: list[int], most: int = EVAL_CHUNK, multiple: int = 8) -> int:
-    """The evaluation chunk for splits of ``sizes``: as many chunks as ``most`` needs for the largest,
-    each as equal as a ``multiple`` of 8 images allows. The last chunk is padded (and masked), so a
-    fixed 512 evaluated FER2013's 3,589 validation images as 4,096, 12% of every pass wasted; 456
-    evaluates 3,648."""
-    n = max(sizes, default=most)
-    if n <= 0:
-        return most
-    pieces = math.ceil(n / most)
-    return min(most, math.ceil(math.ceil(n / pieces) / multiple) * multiple)
-
-
-def _programs(model, micro_batch, accumulate, augment, varying_dropout, rules, dtype, mode, compile, eval_chunk,
-              precision, cuda_graphs, update, device_type):
-    """The (compiled) step and eval functions, cached by static structure only.
-
-    Populations that differ only in numbers (learning rates, seeds, schedules, batch sizes with the
-    same micro-batch) get the very same compiled function back, so building a new grid never
-    recompiles. ``update`` is not part of the key: it reads every value from the state, and
-    optimizers with equal ``rules`` run the same code.
-    """
-    key = (model, micro_batch, accumulate, augment, varying_dropout, rules, dtype, mode, compile, eval_chunk, precision,
-           cuda_graphs, device_type)
-    if key not in _PROGRAMS:
-        _PROGRAMS[key] = _build_programs(model, micro_batch, accumulate, augment, varying_dropout, dtype, mode, compile,
-                                         eval_chunk, precision, cuda_graphs, update, device_type, key)
-    return _PROGRAMS[key]
-
-
-def _fold_eval_program(model, dtype, mode, compile, eval_chunk, precision, cuda_graphs, device_type):
-    """The eval program with per-variant images, labels and sizes (a cross-validation population's
-    folds), cached like :func:`_programs`; in loop mode the plain per-variant eval serves."""
-    key = ("folds", model, dtype, mode, compile, eval_chunk, precision, cuda_graphs, device_type)
-    if key not in _PROGRAMS:
-        plan = Plan(model=model, micro_batch=1, steps_per_epoch=0, active_steps=(), accumulate=False, augment=None,
-                    epochs=0, num_train=0)
-        evalc = make_eval_chunk(plan, MEAN, STD, dtype, eval_chunk, precision)
-        if mode == "vmap":
-            evalc = torch.func.vmap(evalc, in_dims=(0, 0, 0, 0, None, 0))
-        if compile:
-            evalc = compile_program(evalc, key, **compile_options(compile, cuda_graphs, device_type))
-        _PROGRAMS[key] = evalc
-    return _PROGRAMS[key]
-
-
-def _build_programs(model, micro_batch, accumulate, augment, varying_dropout, dtype, mode, compile, eval_chunk,
-                    precision, cuda_graphs, update, device_type, key=None):
-    plan = Plan(model=model, micro_batch=micro_batch, steps_per_epoch=0, active_steps=(), accumulate=accumulate,
-                augment=augment, epochs=0, num_train=0, varying_dropout=varying_dropout)
-    step = make_train_step(plan, update, MEAN, STD, dtype, precision)
-    evalc = make_eval_chunk(plan, MEAN, STD, dtype, eval_chunk, precision)
-    if mode == "vmap":
-        batched = torch.func.vmap(step, in_dims=(0, 0, None, None, None, 0, None))
-
-        def step(*args):
-            # The step computes params and optimizer buffers as one flat buffer per variant, so under
-            # vmap each returned tensor is a strided slice of a (K, N) buffer; a contiguous carry keeps
-            # the next call's inputs in the layout the program was compiled for (no recompile).
-            return tree.tree_map(torch.Tensor.contiguous, batched(*args))
-
-        evalc = torch.func.vmap(evalc, in_dims=(0, 0, None, None, None, None))
-    if compile:
-        options = compile_options(compile, cuda_graphs, device_type)
-        step, evalc = (compile_program(step, key and ("step", *key), **options),
-                       compile_program(evalc, key and ("eval", *key), **options))
-    return step, evalc

@@ -30,6 +30,8 @@ from fer_func.optim.flat import Ravel, layout
 from fer_func.population.plan import Plan
 from fer_func.population.precision import autocast
 
+MEAN, STD = 0.5, 0.25  # fixed input normalisation: x in [0, 1] -> roughly zero mean, unit scale
+
 # Streams derived from a variant's seed: same seed -> same init and data order (common random numbers).
 INIT_STREAM, DATA_STREAM, NOISE_STREAM = 0, 1, 2
 
@@ -119,8 +121,10 @@ def make_train_step(plan: Plan, update, mean: float, std: float, dtype: torch.dt
             g = step_grads
 
         flat_params, old_opt_state = lay.flat(params), lay.flat(carry["opt_state"])
-        opt_state = optim.with_hparams(old_opt_state, lr=schedules.lr(carry["sched"]))
+        # The schedule state is the one holder of the lr (state.py): lent to this update, not carried.
+        opt_state = optim.add_hparams(old_opt_state, lr=schedules.lr(carry["sched"]))
         updates, new_opt_state = update(g, opt_state, flat_params)
+        new_opt_state = optim.without_hparams(new_opt_state, "lr")
         new_params = optim.apply_updates(flat_params, updates)
 
         finite = torch.isfinite(loss) & all_finite(step_grads)

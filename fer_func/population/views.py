@@ -1,6 +1,6 @@
 """Evaluation views beside the eval program: class probabilities, test-time augmentation (TTA), ensembles.
 
-    run = program(model, MEAN, STD, dtype, chunk, precision, tta, mode, compile, device_type)   # cached, like _programs
+    run = program(model, MEAN, STD, dtype, chunk, precision, tta, mode, compile, device_type)   # cached, like the step (programs.py)
     p = run(params, model_state, images, start, n)      # (K, T, chunk, 7) in "vmap" mode
     acc, conf = accuracy(p[:, 0], labels), confusions(p[:, 0], labels)         # per variant, host side
     ens = ensemble(p[:, -1], labels, members=[0, 2])    # mean of those members' probabilities
@@ -12,21 +12,27 @@ so one pass gives both. Views are averaged as softmax probabilities (not logits)
 an ensemble are, so the two kinds of averaging compose: ensemble-with-TTA is the mean over members of
 each member's mean over views.
 
-The host helpers take numpy arrays of probabilities (K, N, 7); Population.evaluate_views gathers the
-chunks of a split into one such array. That holds K * N * 7 numbers: for FER2013's 3,589-image
+The host helpers take numpy arrays of probabilities (K, N, 7); :func:`evaluate_views` (a population's
+``evaluate_views``) gathers the chunks of a split into one such array. That holds K * N * 7 numbers: for FER2013's 3,589-image
 PublicTest/PrivateTest splits that is 200 KB per variant in float64 (3.2 MB for K = 16), which is
 fine; a split of millions of images would want the metrics accumulated per chunk instead.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fer_func.population.compiled import compile_options, compile_program
-from fer_func.population.evaluate import NUM_CLASSES, per_class
+from fer_func import tree
+from fer_func.compile import cached, compile_options, compile_program
+from fer_func.population.evaluate import NUM_CLASSES, leading, per_class
 from fer_func.population.precision import autocast
-from fer_func.population.step import normalize
+from fer_func.population.step import MEAN, STD, normalize
+
+if TYPE_CHECKING:
+    from fer_func.population.population import Population
 
 SHIFT = 2  # pixels; a face moved by 2 of 48 pixels is still the same face, like the training rotation's small angles
 # (dy, dx) each view moves the image content by, None = the horizontal mirror.
@@ -87,23 +93,77 @@ def make_view_chunk(model, mean: float, std: float, dtype: torch.dtype, chunk: i
     return view_chunk
 
 
-_VIEW_PROGRAMS: dict = {}
-
-
 def program(model, mean: float, std: float, dtype: torch.dtype, chunk: int, precision: str, tta, mode: str, compile,
             device_type: str = "cpu"):
-    """The (compiled) view program, cached by static structure only, as population._programs caches the
-    step: populations of one architecture share it, and new parameters or splits of the same size never
+    """The (compiled) view program, cached by static structure only, as programs.py caches the step:
+    populations of one architecture share it, and new parameters or splits of the same size never
     recompile. ``mode="vmap"`` maps it over the K axis of params and model_state."""
-    key = (model, mean, std, dtype, chunk, precision, check_tta(tta), mode, compile, device_type)
-    if key not in _VIEW_PROGRAMS:
+    key = ("view", model, mean, std, dtype, chunk, precision, check_tta(tta), mode, compile, device_type)
+
+    def build():
         fn = make_view_chunk(model, mean, std, dtype, chunk, precision, tta)
         if mode == "vmap":
             fn = torch.func.vmap(fn, in_dims=(0, 0, None, None, None))
         if compile:
-            fn = compile_program(fn, ("view", *key), **compile_options(compile, device_type=device_type))
-        _VIEW_PROGRAMS[key] = fn
-    return _VIEW_PROGRAMS[key]
+            fn = compile_program(fn, key, **compile_options(compile, device_type=device_type))
+        return fn
+
+    return cached(key, build)
+
+
+def evaluate_views(pop: Population, split: str, *, params=None, model_state=None, tta=None, members=None) -> dict:
+    """Every variant's class probabilities on ``split``, with test-time augmentation and an ensemble.
+
+    ``tta``: None, "flip" (original + mirror) or "flip+shift" (also 2-pixel shifts).
+    ``members``: the ensemble's variants, indices or a boolean mask (default: every variant that has
+    not diverged). ``params``/``model_state`` default to the population's current ones, as in
+    evaluate.evaluate; pass ``pop.best[...]`` for the best-epoch networks. Returns numpy values:
+
+        acc (K,), confusion (K, 7, 7)          each variant, no TTA
+        tta_acc, tta_confusion                 the same with TTA (None without)
+        ensemble, tta_ensemble                 {"members", "acc", "confusion", "per_class"} (None: no
+                                               members, only when every variant diverged)
+        probs, tta_probs (K, N, 7)             for other ensembles (:func:`ensemble`) without another pass
+
+    One cached program per (model, dtype, chunk, precision, tta, mode, compile): repeated calls,
+    other parameters, other members and splits of equal size never recompile.
+    """
+    if split == "val" and pop.folds is not None:
+        raise ValueError("evaluate_views('val'): this cross-validation population validates each variant on its "
+                         "own Training fold, which an ensemble cannot share; use 'test'")
+    params = pop.carry["params"] if params is None else params
+    model_state = pop.carry["model_state"] if model_state is None else model_state
+    k = leading(params)
+    if members is None:  # as the report's means: a diverged variant is left out unless asked for
+        members = ~(pop.diverged() if k == len(pop.variants) else pop.carry["diverged"].cpu().numpy())
+        members = members if members.any() else None  # all diverged: no ensemble to report
+    else:
+        members = member_indices(members, k)  # a mistake fails here, before any evaluation
+    run = program(pop.model, MEAN, STD, pop.dtype, pop.eval_chunk_size, pop.precision, tta, pop.mode, pop.compile,
+                  pop.device.type)
+    x, y = pop.data.split(split)
+    starts, n = pop._eval_index[split]
+    chunks = []
+    for s in starts:
+        if pop.mode == "vmap":
+            chunks.append(run(params, model_state, x, s, n))  # (K, T, chunk, 7)
+        else:
+            chunks.append(torch.stack([run(tree.index(params, i), tree.index(model_state, i), x, s, n)
+                                       for i in range(k)]))
+    total = int(y.shape[0])
+    probs = torch.cat(chunks, dim=2)[:, :, :total].to(torch.float64).cpu().numpy()  # (K, T, N, 7)
+    labels = y.cpu().numpy()
+
+    def summary(p):  # p: (K, N, 7)
+        ens = None if members is None else ensemble(p, labels, members)
+        return accuracy(p, labels), confusions(p, labels), \
+            (None if ens is None else {key: ens[key] for key in ("members", "acc", "confusion", "per_class")})
+
+    acc, conf, ens = summary(probs[:, 0])
+    tta_acc, tta_conf, tta_ens = summary(probs[:, 1]) if tta is not None else (None, None, None)
+    return {"split": split, "tta": tta, "acc": acc, "confusion": conf, "tta_acc": tta_acc,
+            "tta_confusion": tta_conf, "ensemble": ens, "tta_ensemble": tta_ens, "probs": probs[:, 0],
+            "tta_probs": probs[:, 1] if tta is not None else None}
 
 
 # --- host side: (K, N, 7) probabilities -> metrics -------------------------------------------------

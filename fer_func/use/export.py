@@ -32,7 +32,7 @@ import torch
 
 from fer_func.models import build_from
 from fer_func.models.base import INPUT_SHAPE
-from fer_func.population.population import MEAN, STD
+from fer_func.population.step import MEAN, STD
 from fer_func.study.checkpoint import atomic_write
 from fer_func.study.report import CLASSES
 from fer_func.use import images, network, source

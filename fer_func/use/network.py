@@ -19,7 +19,7 @@ from fer_func import prng
 from fer_func.config import ModelConfig
 from fer_func.models import build_from
 from fer_func.models.base import INPUT_SHAPE
-from fer_func.population.population import MEAN, STD
+from fer_func.population.step import MEAN, STD
 
 
 class Classifier(nn.Module):
@@ -29,7 +29,7 @@ class Classifier(nn.Module):
         self.nets = nn.ModuleList(nets)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - MEAN) / STD  # the training normalisation (fer_func/population/population.py)
+        x = (x - MEAN) / STD  # the training normalisation (fer_func/population/step.py)
         if len(self.nets) == 1:
             return self.nets[0](x)
         logp = torch.stack([net(x).log_softmax(-1) for net in self.nets])  # (K, N, 7)

@@ -72,7 +72,7 @@ def directory() -> Path:
 class Precompiled:
     """``torch.compile(fn, fullgraph=True, dynamic=False, **options)``, saved and loaded ahead of time.
 
-    ``key`` names the program's static structure (population._programs' key), which the inputs'
+    ``key`` names the program's static structure (its key in the program cache, cache.py), which the inputs'
     metadata alone does not: two models with equal parameter shapes compute different things.
     """
 

@@ -6,8 +6,8 @@ code object, so without care all populations of a process share one cache: the 9
 population (different model, K, batch size...) hits the recompile limit, which ``fullgraph=True``
 turns into a hard error, and a lookup walks every other population's guards first. Giving each
 program a copy of the code object makes its cache its own: any number of populations coexist, and
-none can pick up another's compiled graph. Programs of equal static structure are still shared, by
-``population._programs``, so a new grid of values never recompiles.
+none can pick up another's compiled graph. Programs of equal static structure are still shared, through
+the keyed cache (cache.py), so a new grid of values never recompiles.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import types
 
 import torch
 
-from fer_func.population.precompiled import Precompiled
+from fer_func.compile.precompiled import Precompiled
 
 
 def own_code(fn):
