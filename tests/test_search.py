@@ -129,7 +129,7 @@ def test_resume_after_ctrl_c_continues_the_search_exactly(tmp_path, monkeypatch,
     code, full = search(tmp_path, *args, out="full")
     assert code == 0
     # 128 images / batch 32 = 4 steps per epoch: cut mid-way through the third population epoch.
-    monkeypatch.setattr(search_run, "_StopFlag", lambda: _CutAfter(10))
+    monkeypatch.setattr(search_run, "StopFlag", lambda: _CutAfter(10))
     code, cut = search(tmp_path, *args, out="cut")
     assert code == 130
     monkeypatch.undo()

@@ -32,9 +32,9 @@ import torch
 from fer_func import data as fer_data
 from fer_func.runtime import machine
 from fer_func.population import Population
-from fer_func.search import space as spaces
+from fer_func.study import space as spaces
 from fer_func.search.pbt import PBT
-from fer_func.search.run import best_weights_test
+from fer_func.search.report import best_weights_test
 from fer_func.search.trials import TrialSearch, make_pruner, make_sampler
 from fer_func.study import experiments, stats
 from fer_func.study.options import DEFAULT_EXPERIMENTS
