@@ -333,13 +333,17 @@ def main(argv=None) -> int:
             print(f"run directory: {run_dir}")
             return 0
         experiments.plan(options)  # report a bad experiment or --set before loading the engine
-        run_dir = _entry("fer_func.study.run", "training").run(options)
+        if options.ray is not None:  # the Ray layer opens its session and runs the study inside it
+            from fer_func.distributed import ray_run
+            run_dir = ray_run.run(options)
+        else:
+            run_dir = _entry("fer_func.study.run", "training").run(options)
         print(f"run directory: {run_dir}")
         return 0
     except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        # run.Interrupted carries the exact resume command once a checkpoint is written.
+        # study/train.py's Interrupted carries the exact resume command once a checkpoint is written.
         print(str(e) or "interrupted; continue with --resume RUN_DIR", file=sys.stderr)
         return 130

@@ -11,6 +11,9 @@ big activations then pays page faults and page zeroing for every one of them, ev
 step time swings by up to 10x depending on what the allocator happened to do. ``TUNED`` keeps freed
 memory in the heap (no mmap for big blocks, no trimming), so steady-state steps reuse warm pages.
 The settings are read once at process start, hence :func:`reexec_tuned`.
+
+:func:`cache_root` is here for the same reason: the dataset cache (fer_func/data/cache.py) and the native
+kernels' build (fer_func/native) share one directory, and native sits below data.
 """
 from __future__ import annotations
 
@@ -20,6 +23,11 @@ import platform
 import sys
 import time
 from pathlib import Path
+
+def cache_root() -> Path:
+    """The cache directory: ``$FER_FUNC_CACHE``, else ``~/.cache/fer_func`` (decoded datasets, built kernels)."""
+    return Path(os.environ.get("FER_FUNC_CACHE") or Path.home() / ".cache" / "fer_func")
+
 
 TUNED = {"MALLOC_MMAP_THRESHOLD_": str(2**25),   # 32 MiB: the largest value glibc accepts
          "MALLOC_MMAP_MAX_": "0",                # ... and no mmap at all, so bigger tensors stay in the heap too

@@ -41,6 +41,6 @@ fi
 if [[ " $PARTS " == *" ct "* ]]; then
   cold ct
   echo "=== compile_times $(date -u +%H:%M:%S)"
-  python -m fer_func.bench.compile_times --json $O/ct.json 2>$O/ct.err | tail -30
+  python scripts/compile_times.py --json $O/ct.json 2>$O/ct.err | tail -30
 fi
 echo "=== done $(date -u +%H:%M:%S)"

@@ -7,25 +7,16 @@ many populations in one process is tests/test_many_populations.py). Profiles and
 """
 import json
 
-import numpy as np
 import pytest
 
 from fer_func import cli
 from fer_func.study import experiments, results
 from fer_func.study.options import DEFAULT_EXPERIMENTS
 
+from conftest import tiny_fer2013
+
 NAMES = ["mlp", "simple_cnn", "large_cnn", "regularized_cnn", "augmented_cnn", "resnet", "tiny_cnn", "lr",
          "optimizer", "batch_size", "best"]
-
-
-def tiny_fer2013(path, sizes=(("Training", 256), ("PublicTest", 64), ("PrivateTest", 64))):
-    rng = np.random.default_rng(0)
-    lines = ["emotion,pixels,Usage"]
-    for usage, n in sizes:
-        for _ in range(n):
-            lines.append(f"{rng.integers(0, 7)},{' '.join(map(str, rng.integers(0, 256, 2304)))},{usage}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.mark.slow

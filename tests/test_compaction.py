@@ -8,9 +8,9 @@ from fer_func import tree
 from fer_func.config import EarlyStoppingConfig, ModelConfig, OptimizerConfig, VariantConfig
 from fer_func.population import Population
 from fer_func.population.compaction import worth_it
-from fer_func.study.run import achieved_gmacs
+from fer_func.study.train import achieved_gmacs
 
-from test_population import random_data
+from conftest import random_data
 
 F64 = torch.float64
 NET = ModelConfig("regularized_cnn", {"channels": [3, 4], "convs_per_block": 1, "fc": [8], "dropout_conv": 0.1,

@@ -18,11 +18,10 @@ import copy
 import pytest
 import torch
 
-from fer_func import tree
 from fer_func.config import AugmentConfig, ModelConfig, OptimizerConfig
 from fer_func.population import Population
 
-from test_population import BASE, OPTIMIZERS, SCHEDULES, SMALL_BN, mixed_variants, random_data
+from conftest import BASE, OPTIMIZERS, SCHEDULES, SMALL_BN, mixed_variants, random_data, warm
 
 F64 = torch.float64
 EPOCHS = 2
@@ -31,14 +30,6 @@ MIX = AugmentConfig(enabled=True, rotation=0.0, flip=0.0, brightness=0.0, contra
 RESNET = ModelConfig("resnet", {"stem": 2, "stages": [2, 4], "blocks": 1})
 DROPOUT = lambda conv, fc: ModelConfig("regularized_cnn", {"channels": [3, 4], "convs_per_block": 1, "fc": [8],
                                                            "dropout_conv": conv, "dropout_fc": fc})
-
-
-def warm(pop):
-    """Compile the step and the evaluation on a throwaway copy of the state; training then starts clean."""
-    saved = tree.clone(pop.carry)
-    pop.step(pop.epoch_order(0), pop._js[0])
-    pop.carry = saved
-    pop.evaluate("val")
 
 
 def train_compiled(variants, data, compile="aot_eager", epochs=EPOCHS, stop_at=None):

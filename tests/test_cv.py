@@ -10,8 +10,7 @@ from fer_func.data.folds import stratified_folds, train_and_val_indices
 from fer_func.population import Population
 from fer_func.population.step import MEAN, STD
 
-from test_compiled_equivalence import warm
-from test_population import random_data
+from conftest import random_data, warm
 
 F64 = torch.float64
 NET = ModelConfig("regularized_cnn", {"channels": [3, 4], "convs_per_block": 1, "fc": [8], "dropout_conv": 0.1,
@@ -89,8 +88,7 @@ def test_cv_in_experiments_makes_one_variant_per_fold_and_seed():
 def test_cv_run_reports_the_cv_mean_and_the_fold_ensemble(tmp_path, monkeypatch):
     import json
     from fer_func import cli
-    from test_all import tiny_fer2013
-    from test_views import QUICK, TINY
+    from conftest import QUICK, TINY, tiny_fer2013
 
     monkeypatch.setenv("FER_FUNC_CACHE", str(tmp_path / "cache"))
     csv = tiny_fer2013(tmp_path / "fer2013.csv", (("Training", 120), ("PublicTest", 24), ("PrivateTest", 24)))

@@ -7,8 +7,7 @@ import torch
 from fer_func.config import EarlyStoppingConfig, ModelConfig, OptimizerConfig, VariantConfig
 from fer_func.population import Population
 
-from test_compiled_equivalence import warm
-from test_population import random_data
+from conftest import random_data, warm
 
 F64 = torch.float64
 NET = ModelConfig("regularized_cnn", {"channels": [3, 4], "convs_per_block": 1, "fc": [8], "dropout_conv": 0.1,

@@ -18,9 +18,12 @@ from PIL import Image
 from fer_func.config import ModelConfig
 from fer_func.models import build_from
 from fer_func.population.step import MEAN, STD
-from fer_func.study import checkpoint, cli, resolved
+from fer_func import cli
+from fer_func.study import checkpoint, resolved
 from fer_func.study.experiments import variant_id
 from fer_func.use import load_model
+
+from conftest import SEARCH_EXPERIMENT, tiny_fer2013
 
 # ONNX is an optional extra (pip install -e '.[onnx]'): its cases skip, with the reason, where it is missing.
 ONNX = "onnx" if all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime")) else \
@@ -31,15 +34,6 @@ SUFFIX = {"state_dict": ".pt", "pt2": ".pt2", "safetensors": ".safetensors", "to
 SMALL = ["--experiment", "08", "--set", "model.knobs.channels=[4,8]", "--set", "grid.optimizer.lr=[0.01,0.001]",
          "--set", 'grid.schedule.name=["constant"]', "--set", "grid.model.knobs.fc=[[16],[8]]",
          "--epochs", "1", "--no-compile", "--device", "cpu", "--wandb", "disabled"]
-
-
-def tiny_fer2013(path, sizes=(("Training", 256), ("PublicTest", 64), ("PrivateTest", 64))):
-    # the real emotion,pixels,Usage layout; small val/test splits keep the run's evaluations cheap
-    rng = np.random.default_rng(0)
-    lines = ["emotion,pixels,Usage"] + [f"{rng.integers(0, 7)},{' '.join(map(str, rng.integers(0, 256, 2304)))},{usage}"
-                                        for usage, n in sizes for _ in range(n)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -235,11 +229,10 @@ def test_user_mistakes_exit_2_with_one_line_naming_the_file(run_dir, exported, t
 
 @pytest.fixture(scope="module", params=["tpe", "pbt"])
 def search_dir(tmp_path_factory, request):
-    """A finished search of test_search.py's tiny MLP space: Optuna (3 one-epoch trials in 2 slots) or PBT
+    """A finished search of conftest.py's tiny MLP space (SEARCH_EXPERIMENT): Optuna (3 one-epoch trials in 2 slots) or PBT
     (2 members, 2 epochs)."""
-    from test_search import EXPERIMENT
     out = tmp_path_factory.mktemp("search")
-    (out / "experiments.toml").write_text(EXPERIMENT)
+    (out / "experiments.toml").write_text(SEARCH_EXPERIMENT)
     data = tiny_fer2013(out / "fer2013.csv", (("Training", 128), ("PublicTest", 48), ("PrivateTest", 48)))
     budget = ["--trials", "3", "--epochs", "1"] if request.param == "tpe" else ["--epochs", "2"]
     assert cli.main(["--search", "tiny", "--experiments", str(out / "experiments.toml"), "--method", request.param,

@@ -19,7 +19,7 @@ from PIL import Image
 
 from fer_func.config import ModelConfig
 from fer_func.models import build_from
-from fer_func.study import cli
+from fer_func import cli
 from fer_func.study.report import CLASSES
 from fer_func.use import export, faces, images, load_model
 from fer_func.use.predict import probabilities

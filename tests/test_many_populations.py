@@ -19,7 +19,7 @@ from fer_func.config import AugmentConfig, ModelConfig, OptimizerConfig, Variant
 from fer_func.population import Population
 from fer_func.compile import own_code
 
-from test_population import random_data
+from conftest import random_data
 
 AUG = AugmentConfig(enabled=True)
 MODELS = {

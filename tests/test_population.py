@@ -11,37 +11,12 @@ import torch
 
 from fer_func import tree
 from fer_func.config import AugmentConfig, ModelConfig, OptimizerConfig, ScheduleConfig, VariantConfig
-from fer_func.data.dataset import FERData
 from fer_func.population import Population
 from fer_func.population.step import MEAN, STD
 
+from conftest import BASE, OPTIMIZERS, SMALL_BN, SMALL_CNN, mixed_variants, random_data
+
 F64 = torch.float64
-
-
-def random_data(n_train=96, n_eval=40, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    def split(n):
-        return torch.randint(0, 256, (n, 48, 48), dtype=torch.uint8, generator=g), torch.randint(0, 7, (n,), generator=g)
-    (tx, ty), (vx, vy), (sx, sy) = split(n_train), split(n_eval), split(n_eval)
-    return FERData(images={"train": tx, "val": vx, "test": sx}, labels={"train": ty, "val": vy, "test": sy},
-                   source="random")
-
-
-SMALL_CNN = ModelConfig("simple_cnn", {"channels": [3, 4], "fc": [8]})
-SMALL_BN = ModelConfig("regularized_cnn", {"channels": [3, 4], "convs_per_block": 1, "fc": [8],
-                                          "dropout_conv": 0.0, "dropout_fc": 0.0})
-BASE = VariantConfig(model=SMALL_CNN, epochs=2, batch_size=16)
-OPTIMIZERS = [OptimizerConfig("sgd", lr=0.05, momentum=0.9, weight_decay=1e-3),
-              OptimizerConfig("adam", lr=3e-3, weight_decay=1e-3),
-              OptimizerConfig("rmsprop", lr=1e-3, momentum=0.5),
-              OptimizerConfig("adamw", lr=2e-3, weight_decay=1e-2)]
-SCHEDULES = [ScheduleConfig("constant"), ScheduleConfig("cosine"), ScheduleConfig("plateau", patience=0),
-             ScheduleConfig("cosine", unit="step")]
-
-
-def mixed_variants(model=SMALL_CNN):
-    return [BASE.replace(model=model, optimizer=o, schedule=s, seed=i % 2)
-            for i, (o, s) in enumerate(zip(OPTIMIZERS, SCHEDULES))]
 
 
 def train(variants, data, epochs=2, **kw):

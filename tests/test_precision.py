@@ -13,7 +13,7 @@ from fer_func import runtime, tree
 from fer_func.config import AugmentConfig, ModelConfig, OptimizerConfig, VariantConfig
 from fer_func.population import Population
 from fer_func.population import precision
-from test_population import random_data
+from conftest import random_data
 
 BN = ModelConfig("regularized_cnn", {"channels": [4, 8], "convs_per_block": 1, "fc": [16],
                                      "dropout_conv": 0.1, "dropout_fc": 0.2})

@@ -20,7 +20,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (the dev extra has it)")
 
 from fer_func import cli  # noqa: E402
-from test_all import tiny_fer2013  # noqa: E402
+from conftest import search_experiments_file, tiny_fer2013  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # The lr study's 12 variants as 2 populations of 6, on a net small enough for CI.
@@ -151,11 +151,10 @@ def test_ctrl_c_on_the_driver_keeps_the_checkpoints_and_resume_continues_locally
 
 def test_a_search_on_ray_runs_one_population_per_device_on_one_study_and_one_budget(local_ray, tmp_path):
     import optuna
-    from test_search import experiments_file
 
     csv = tiny_fer2013(tmp_path / "fer2013.csv", (("Training", 128), ("PublicTest", 48), ("PrivateTest", 48)))
     out = tmp_path / "runs"
-    argv = ["--search", "tiny", "--experiments", str(experiments_file(tmp_path)), "--trials", "7", "--k", "2",
+    argv = ["--search", "tiny", "--experiments", str(search_experiments_file(tmp_path)), "--trials", "7", "--k", "2",
             "--ray", "--ray-cpus-per-population", "1", "--profile", "full", "--no-compile", "--wandb", "disabled",
             "--data", str(csv), "--out", str(out)]
     assert cli.main(argv) == 0
@@ -186,10 +185,9 @@ def test_a_search_population_that_finds_the_budget_spent_trains_nothing(tmp_path
     from types import SimpleNamespace
 
     from fer_func.distributed.ray_search import merge
-    from test_search import experiments_file
 
     csv = tiny_fer2013(tmp_path / "fer2013.csv", (("Training", 128), ("PublicTest", 48), ("PrivateTest", 48)))
-    argv = ["--search", "tiny", "--experiments", str(experiments_file(tmp_path)), "--trials", "3", "--k", "2",
+    argv = ["--search", "tiny", "--experiments", str(search_experiments_file(tmp_path)), "--trials", "3", "--k", "2",
             "--storage", str(tmp_path / "study.journal"), "--profile", "full", "--no-compile", "--wandb", "disabled",
             "--data", str(csv)]
     assert cli.main([*argv, "--out", str(tmp_path / "first")]) == 0

@@ -6,7 +6,6 @@ torch.testing.assert_close's float64 defaults. The slot operations themselves ar
 under fail_on_recompile, in test_slots.py.
 """
 import json
-import textwrap
 
 import optuna
 import pytest
@@ -15,26 +14,8 @@ import torch
 from fer_func.search import run as search_run
 from fer_func import cli
 
-EXPERIMENT = """
-[experiments.tiny]
-id = "01"
-description = "a small MLP to search"
-model = { name = "mlp", knobs = { hidden = [32], dropout = 0.2 } }
-optimizer = { name = "adam", lr = 1e-3 }
-schedule = { name = "cosine" }
-augment = { enabled = false }
-batch_size = 32
-epochs = 3
-seed = 0
-class_weighted = false
+from conftest import SEARCH_EXPERIMENT, search_experiments_file, tiny_fer2013
 
-[experiments.tiny.search]
-pruner = "successive_halving"
-reduction_factor = 2
-optimizer.lr = { loguniform = [1e-4, 1e-1] }
-model.knobs.dropout = { uniform = [0.0, 0.5] }
-optimizer.name = { choice = ["adam", "sgd"] }
-"""
 SMALL = ["--profile", "full", "--no-compile", "--dtype", "float64", "--wandb", "disabled"]
 
 
@@ -42,7 +23,6 @@ SMALL = ["--profile", "full", "--no-compile", "--dtype", "float64", "--wandb", "
 def tiny_data(tmp_path, monkeypatch):
     """A FER2013-format CSV of 128/48/48 images: evaluation of the full synthetic splits would be most
     of these tests' time."""
-    from test_all import tiny_fer2013
     monkeypatch.setenv("FER_FUNC_CACHE", str(tmp_path / "cache"))
     csv = tiny_fer2013(tmp_path / "fer2013.csv", (("Training", 128), ("PublicTest", 48), ("PrivateTest", 48)))
     SMALL_DATA[:] = ["--data", str(csv)]
@@ -51,15 +31,8 @@ def tiny_data(tmp_path, monkeypatch):
 SMALL_DATA: list = []
 
 
-def experiments_file(tmp_path, search_table: str | None = None):
-    text = EXPERIMENT if search_table is None else EXPERIMENT.split("[experiments.tiny.search]")[0] + search_table
-    path = tmp_path / "experiments.toml"
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
 def search(tmp_path, *args, out="runs"):
-    code = cli.main(["--search", "tiny", "--experiments", str(experiments_file(tmp_path)), "--out",
+    code = cli.main(["--search", "tiny", "--experiments", str(search_experiments_file(tmp_path)), "--out",
                      str(tmp_path / out), *SMALL, *SMALL_DATA, *args])
     dirs = [p for p in (tmp_path / out).iterdir() if p.is_dir()]
     return code, dirs[0] if dirs else None
@@ -129,7 +102,7 @@ def test_resume_after_ctrl_c_continues_the_search_exactly(tmp_path, monkeypatch,
     code, full = search(tmp_path, *args, out="full")
     assert code == 0
     # 128 images / batch 32 = 4 steps per epoch: cut mid-way through the third population epoch.
-    monkeypatch.setattr(search_run, "_StopFlag", lambda: _CutAfter(10))
+    monkeypatch.setattr(search_run, "StopFlag", lambda: _CutAfter(10))
     code, cut = search(tmp_path, *args, out="cut")
     assert code == 130
     monkeypatch.undo()
@@ -180,7 +153,7 @@ def test_pbt_records_lineage_and_traces_the_winners_schedule(tmp_path):
     ("method = \"grid\"\noptimizer.lr = { uniform = [0.1, 0.2] }", "search.method = 'grid'"),
 ])
 def test_bad_search_spaces_are_rejected_by_name(tmp_path, capsys, table, message):
-    path = experiments_file(tmp_path, "[experiments.tiny.search]\n" + table + "\n")
+    path = search_experiments_file(tmp_path, "[experiments.tiny.search]\n" + table + "\n")
     assert cli.main(["--search", "tiny", "--experiments", str(path), "--trials", "4", "--k", "2", *SMALL]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
@@ -193,12 +166,12 @@ def test_bad_search_spaces_are_rejected_by_name(tmp_path, capsys, table, message
     (["--search", "nope", "--trials", "4", "--k", "2"], "unknown experiment 'nope'"),
 ])
 def test_search_command_line_mistakes(tmp_path, capsys, argv, message):
-    assert cli.main([*argv, "--experiments", str(experiments_file(tmp_path)), *SMALL]) == 2
+    assert cli.main([*argv, "--experiments", str(search_experiments_file(tmp_path)), *SMALL]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_an_experiment_without_a_search_table_says_how_to_add_one(tmp_path, capsys):
     path = tmp_path / "experiments.toml"
-    path.write_text(EXPERIMENT.split("[experiments.tiny.search]")[0])
+    path.write_text(SEARCH_EXPERIMENT.split("[experiments.tiny.search]")[0])
     assert cli.main(["--search", "tiny", "--experiments", str(path), "--trials", "4", "--k", "2", *SMALL]) == 2
     assert "has no [experiments.tiny.search] table" in capsys.readouterr().err

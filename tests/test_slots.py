@@ -12,8 +12,7 @@ from fer_func import tree
 from fer_func.config import ModelConfig, OptimizerConfig, ScheduleConfig, VariantConfig
 from fer_func.population import Population
 
-from test_compiled_equivalence import warm
-from test_population import random_data
+from conftest import random_data, warm
 
 F64 = torch.float64
 NET = lambda conv, fc: ModelConfig("regularized_cnn", {"channels": [3, 4], "convs_per_block": 1, "fc": [8],

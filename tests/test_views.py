@@ -20,8 +20,7 @@ from fer_func.population.step import MEAN, STD
 from fer_func import cli
 from fer_func.study import ensembles, results
 
-from test_all import tiny_fer2013
-from test_population import random_data
+from conftest import QUICK, TINY, random_data, tiny_fer2013
 
 F64 = torch.float64
 NET = ModelConfig("regularized_cnn", {"channels": [3, 4], "convs_per_block": 1, "fc": [8], "dropout_conv": 0.0,
@@ -197,27 +196,6 @@ def test_experiment_options_are_checked_by_name():
 
 
 # --- the study: runner.py on a tiny FER2013-format CSV -------------------------------------------
-
-QUICK = ["--no-compile", "--dtype", "float64", "--wandb", "disabled", "--epochs", "1", "--device", "cpu"]
-TINY = """
-[experiments.tiny]
-id = "01"
-description = "a tiny MLP, three learning rates"
-model = { name = "mlp", knobs = { hidden = [16], dropout = 0.0 } }
-optimizer = { name = "adam", lr = 1e-3 }
-schedule = { name = "constant" }
-augment = { enabled = false }
-batch_size = 32
-epochs = 1
-seed = 0
-class_weighted = false
-ensemble = "top:2"
-tta = "flip"
-
-[experiments.tiny.grid]
-optimizer.lr = [0.03, 0.01, 0.001]
-"""
-
 
 @pytest.fixture
 def csv(tmp_path, monkeypatch):

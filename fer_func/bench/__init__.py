@@ -9,7 +9,7 @@ How to read it and the measured numbers: docs/bench.md.
 
 
 def main(options) -> int:
-    """What ``runner.py --bench`` calls (imported lazily, so ``python -m fer_func.bench.<tool>`` stays light)."""
+    """What ``runner.py --bench`` calls (imported lazily, so importing fer_func.bench stays light)."""
     if options.bench.e2e is not None:
         from fer_func.bench.e2e import main as _main
         return _main(options)

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_func.runtime import cache_root
+
 
 def cache_path(cache_dir, name: str) -> Path | None:
     if cache_dir is False:
         return None
-    root = Path(cache_dir) if cache_dir else Path(os.environ.get("FER_FUNC_CACHE") or Path.home() / ".cache" / "fer_func")
+    root = Path(cache_dir) if cache_dir else cache_root()
     return root / name
 
 

@@ -4,8 +4,11 @@
             -> one task per population (1 GPU, or N CPUs on a CPU-only cluster), all submitted at once;
                Ray starts as many as the cluster has devices for
             -> outcomes gathered as they finish, into the one run directory (run.py does the report)
-    worker: study/run.py's train_population, the same code a local run loops over, with its
+    worker: study/train.py's train_population, the same code a local run loops over, with its
             checkpoints in the storage the driver and the workers share
+
+:func:`run` is where a ``--ray`` study starts (the CLI calls it): it opens the Ray session and runs
+study/run.py's ``run`` with this module passed in, so the study layer below never imports this one.
 
 A worker that dies (killed, node lost) is retried by Ray up to ``MAX_RETRIES`` times; the retry
 finds the population's last epoch checkpoint in the shared storage and continues from there, so
@@ -66,6 +69,14 @@ def _reachable(address: str) -> None:
     except OSError as e:
         raise ConfigError(f"--ray {address}: no Ray cluster answers there ({e.strerror or e}); start one with "
                           f"`ray start --head` and pass --ray auto, or pass --ray alone for a local instance") from None
+
+
+def run(options) -> Path:
+    """A ``--ray`` study run: study/run.py's ``run`` inside a Ray session, its populations as Ray tasks."""
+    from fer_func.study import run as study_run
+
+    with session(options.ray):
+        return study_run.run(options, ray_run=sys.modules[__name__])
 
 
 @contextlib.contextmanager
@@ -192,7 +203,7 @@ def start_worker(path: Path, device: str, cpus: int) -> dict:
 def _population_task(spec: dict, data) -> dict:
     """One population on the device Ray gave this worker (runs in the worker process)."""
     from fer_func.runtime import machine
-    from fer_func.study import run as study_run
+    from fer_func.study.train import train_population
 
     device = torch.device(spec["device"])
     storage = Path(spec["storage"])
@@ -203,9 +214,9 @@ def _population_task(spec: dict, data) -> dict:
         print(f"pop {g + 1}/{n} {group[0].model.name} K={len(group)} epoch {int(record['epoch']) + 1}: best val "
               f"{100 * float(record['val_acc'].max()):.1f}%", flush=True)
 
-    out = study_run.train_population(group, g, n, data, spec["options"], device, spec["run_dir"], spec["need"],
-                                     spec["chosen"], checkpoints=storage / "checkpoints", on_epoch=on_epoch,
-                                     progress_bar=False)
+    out = train_population(group, g, n, data, spec["options"], device, spec["run_dir"], spec["need"],
+                              spec["chosen"], checkpoints=storage / "checkpoints", on_epoch=on_epoch,
+                              progress_bar=False)
     out["placement"] = {**placement, "worker": machine(device)}
     return out
 
@@ -249,12 +260,12 @@ def gather(pending: dict, run_dir, stop=lambda: False, on_done=lambda: None):
 
     A task that raised re-raises its own error here (a ConfigError stays one line); one whose worker
     died more often than Ray retries is a RuntimeError naming the resume command; Ctrl-C (or
-    ``stop()``) cancels the rest and raises run.py's Interrupted, checkpoints kept.
+    ``stop()``) cancels the rest and raises study/train.py's Interrupted, checkpoints kept.
     """
     import ray
     from ray.exceptions import RayError, RayTaskError
 
-    from fer_func.study.run import Interrupted
+    from fer_func.study.train import Interrupted
 
     pending = dict(pending)
     try:

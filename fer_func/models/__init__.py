@@ -10,7 +10,7 @@ define the family but are not knobs. The six families of the FER2013 study:
 from __future__ import annotations
 
 from fer_func.config import ConfigError, ModelConfig
-from fer_func.models.base import INPUT_SHAPE, NUM_CLASSES, Model
+from fer_func.models.base import INPUT_SHAPE, KNOBS, NUM_CLASSES, Model
 from fer_func.models.convnet import ConvNet
 from fer_func.models.mlp import MLP
 from fer_func.models.resnet import ResNet
@@ -25,6 +25,7 @@ FAMILIES = {
     "resnet": (ResNet, dict(stem=64, stages=(64, 128, 256, 512), blocks=2), {}),
     "tiny_cnn": (ConvNet, dict(channels=(16,), convs_per_block=1, fc=()), {}),
 }
+KNOBS.update({name: tuple(defaults) for name, (_, defaults, _) in FAMILIES.items()})  # Model.knobs reads it
 
 
 def _freeze(value):

@@ -16,6 +16,10 @@ import torch
 from fer_func import prng
 from fer_func.config import ConfigError
 
+# Each registered family's knob names (name -> knobs), filled by the registry (fer_func/models/__init__.py) as it
+# loads, which is before any model exists: the registry imports this module, so this module cannot import it.
+KNOBS: dict[str, tuple[str, ...]] = {}
+
 NUM_CLASSES = 7
 INPUT_SHAPE = (1, 48, 48)  # (C, H, W) of a FER2013 image
 
@@ -82,8 +86,7 @@ class Model:
     @property
     def knobs(self) -> dict:
         """The knobs this model was built with: ``build(model.name, **model.knobs) == model``."""
-        from fer_func.models import FAMILIES  # the registry imports this module, so import late
-        return {k: getattr(self, k) for k in FAMILIES[self.name][1]}
+        return {k: getattr(self, k) for k in KNOBS[self.name]}
 
     @property
     def shapes(self) -> tuple[dict, dict]:

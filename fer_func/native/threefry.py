@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from fer_func.runtime import cpu_flags
+from fer_func.runtime import cache_root, cpu_flags
 
 _SOURCE = Path(__file__).with_name("threefry.cpp")
 _FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-std=c++17", "-shared", "-fPIC", "-pthread"]
@@ -34,11 +34,9 @@ _tried = False
 
 
 def _build() -> Path:
-    from fer_func.data import cache  # here, not at the top: fer_func.data imports prng, which imports this module
-
     compiler = os.environ.get("CXX", "g++")
     ident = hashlib.sha1("\n".join([_SOURCE.read_text(), compiler, *_FLAGS, platform.machine(), cpu_flags()]).encode())
-    lib = cache.cache_path(None, f"native/threefry-{ident.hexdigest()[:16]}.so")
+    lib = cache_root() / f"native/threefry-{ident.hexdigest()[:16]}.so"
     if lib.exists():
         return lib
     root = lib.parent

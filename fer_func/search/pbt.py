@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fer_func.search.space import Space
+from fer_func.study.space import Space
 
 
 class PBT:

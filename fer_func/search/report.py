@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_func import tree
 from fer_func.search.pbt import PBT
 from fer_func.study.checkpoint import atomic_write
 from fer_func.study.report import _clean
@@ -58,8 +59,6 @@ def epoch_line(driver, pop, record) -> str:
 
 def finish(pop, driver, results: dict, runs, wall_s: float):
     """The best trial's PrivateTest accuracy and the final per-trial rows."""
-    from fer_func.search.run import best_weights_test
-
     progress(driver, results)
     results["wall_s"], results["slot_epochs"] = wall_s, len(pop.variants) * pop.epoch
     if _is_pbt(driver):
@@ -194,3 +193,13 @@ class TrialRuns:
                 run.summary.update({k: row.get(k) for k in ("best_val_acc", "best_epoch", "test_acc")})
             run.finish()
         self.open = {}
+
+
+def best_weights_test(pop, params, model_state) -> dict:
+    """One member's (params, model_state) on PrivateTest, through the population's compiled eval:
+    the member is broadcast to K copies, so the eval program is the one already compiled."""
+    k = len(pop.variants)
+    stacked = [tree.tree_map(lambda x: x.unsqueeze(0).expand(k, *x.shape).contiguous(), t) for t in (params, model_state)]
+    test = pop.evaluate("test", *stacked)
+    return {"test_acc": float(test["acc"][0]), "test_loss": float(test["loss"][0]),
+            "confusion": test["confusion"][0].tolist()}

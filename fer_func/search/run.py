@@ -20,18 +20,19 @@ from pathlib import Path
 import optuna
 import torch
 
-from fer_func import data as fer_data, tree
+from fer_func import data as fer_data
 from fer_func.runtime import command, machine
 from fer_func.config import ConfigError
 from fer_func.population import Population
 from fer_func.population import precision as precisions
-from fer_func.search import report, space as spaces
+from fer_func.search import report
+from fer_func.study import space as spaces
 from fer_func.search.pbt import PBT
 from fer_func.search.trials import TrialSearch, make_pruner, make_sampler
 from fer_func.study import checkpoint, experiments
 from fer_func.study.options import RunOptions, SearchOptions, resolve_device
 from fer_func.study.report import _clean, new_run_dir
-from fer_func.study.run import Interrupted, _StopFlag
+from fer_func.study.train import Interrupted, StopFlag
 from fer_func.study.tracking import Tracker
 
 # What run.json keeps so --resume continues the same search on the same data.
@@ -155,7 +156,7 @@ def run(options: RunOptions, data=None) -> Path:
                    "epochs_per_trial": setup.epochs, "profile": options.profile, "data": data.describe(),
                    "space": [dataclasses.asdict(p) for p in setup.space.params], "seed": setup.seed,
                    "population_epochs": 0, "wall_s": 0.0, "compile_s": None}
-    with Tracker(options.wandb, run_dir, group=run_dir.name) as tracker, _StopFlag() as stop:
+    with Tracker(options.wandb, run_dir, group=run_dir.name) as tracker, StopFlag() as stop:
         runs = report.TrialRuns(tracker, run_dir.name)
         _loop(pop, driver, setup, runs, stop, ckpt, run_dir, results, started)
         report.finish(pop, driver, results, runs, time.perf_counter() - started)
@@ -192,13 +193,3 @@ def _payload(pop, driver, results) -> dict:
     # results as JSON text: it holds non-tensor objects (torch's version string) weights_only refuses.
     return {"population": pop.state_dict(), "driver": driver.state_dict(), "results": json.dumps(_clean(results)),
             "slot_values": [dict(v.hparams) for v in pop.variants]}
-
-
-def best_weights_test(pop, params, model_state) -> dict:
-    """One member's (params, model_state) on PrivateTest, through the population's compiled eval:
-    the member is broadcast to K copies, so the eval program is the one already compiled."""
-    k = len(pop.variants)
-    stacked = [tree.tree_map(lambda x: x.unsqueeze(0).expand(k, *x.shape).contiguous(), t) for t in (params, model_state)]
-    test = pop.evaluate("test", *stacked)
-    return {"test_acc": float(test["acc"][0]), "test_loss": float(test["loss"][0]),
-            "confusion": test["confusion"][0].tolist()}

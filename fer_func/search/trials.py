@@ -22,7 +22,7 @@ import torch
 
 from fer_func import tree
 from fer_func.config import ConfigError
-from fer_func.search.space import Space
+from fer_func.study.space import Space
 
 # Optuna logs every trial at INFO; the run's own progress line and summary say the same, once.
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -14,20 +14,14 @@ import importlib.util
 import itertools
 import json
 import tomllib
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from fer_func.config import (AugmentConfig, ConfigError, EarlyStoppingConfig, ModelConfig, OptimizerConfig,
-                             ScheduleConfig, VariantConfig)
-from fer_func.study import profiles
-
-SECTIONS = {"model": ModelConfig, "optimizer": OptimizerConfig, "schedule": ScheduleConfig,
-            "augment": AugmentConfig, "early_stopping": EarlyStoppingConfig}
-SCALARS = {"batch_size": int, "epochs": int, "seed": int, "class_weighted": bool, "cv": int, "fold": int}
-# Every experiment states these, so the file alone says what each experiment trains.
-REQUIRED = ("model", "optimizer", "schedule", "augment", "batch_size", "epochs", "seed")
-_META = ("id", "description", "grid", "search", "ensemble", "tta")  # ensemble/tta: fer_func/study/ensembles.py
+from fer_func.config import ConfigError, ModelConfig, VariantConfig
+from fer_func.study import profiles, resolved
+# A variant's table is parsed in tables.py (shared with resolved.py and space.py); the names other modules reach
+# through this one (experiments.variant_id, .read_toml, ._put) stay importable from here.
+from fer_func.study.tables import META as _META, _get, _put, parse_variant, read_toml, variant_id
 
 
 @dataclass(frozen=True)
@@ -38,11 +32,11 @@ class Experiment:
     table: dict               # raw settings (no id/description/grid)
     grid: dict = field(default_factory=dict)  # dotted setting -> list of values; empty = one variant
     source: str = "experiments.toml"
-    search: dict | None = None  # raw `search` table (fer_func/search/space.py), None if the experiment has none
+    search: dict | None = None  # raw `search` table (fer_func/study/space.py), None if the experiment has none
 
     def space(self):
-        """The experiment's search space (fer_func.search.space.Space), checked; ConfigError if it has none."""
-        from fer_func.search import space
+        """The experiment's search space (fer_func.study.space.Space), checked; ConfigError if it has none."""
+        from fer_func.study import space  # space parses its points with tables.py, as this module does
         where = f"{self.source}: experiment {self.name!r} ({self.id})"
         if self.search is None:
             raise ConfigError(f"{where} has no [experiments.{self.name}.search] table; add one (docs/search.md)")
@@ -65,16 +59,6 @@ class Experiment:
     def variants(self, overrides: tuple[str, ...] = (), seeds: int = 1) -> list[VariantConfig]:
         """The experiment's grid expanded (after ``--set`` overrides), replicated over ``seeds`` seeds."""
         return _expand(self, overrides, seeds)
-
-
-def read_toml(path: Path, missing: str, label) -> dict:
-    """A TOML file as a dict; a missing file or a syntax error is a ConfigError (``missing``, or ``label: ...``)."""
-    if not path.is_file():
-        raise ConfigError(missing)
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{label}: invalid TOML: {e}") from None
 
 
 def load(path, profile: str = profiles.FULL) -> dict[str, Experiment]:
@@ -182,7 +166,6 @@ def plan(options) -> list[VariantConfig]:
     """The variants a :class:`~fer_func.study.options.RunOptions` asks for: its selection from the
     experiments file (with --set/--epochs/--seeds), or a resumed run's config.toml."""
     if options.resume is not None:
-        from fer_func.study import resolved  # resolved imports this module
         return resolved.load(options.resume)
     return select(load(options.experiments, options.profile_name), experiment=options.experiment, study=options.study, all=options.all,
                   overrides=options.all_overrides, seeds=options.seeds)
@@ -248,85 +231,6 @@ def model_key(model: ModelConfig) -> tuple:
     return (model.name, json.dumps(model.knobs, sort_keys=True))
 
 
-def variant_id(v: VariantConfig) -> str:
-    """A readable, unique id: ``lr[lr=0.01,schedule=cosine]-s0``; ``regularized_cnn-s0`` without a grid."""
-    parts = [f"{_short(k)}={_fmt(x)}" for k, x in v.hparams.items()]
-    return v.experiment + (f"[{','.join(parts)}]" if parts else "") + f"-s{v.seed}"
-
-
-def _short(key: str) -> str:
-    # "optimizer.lr" -> "lr", "schedule.name" -> "schedule": the last word that means something.
-    words = key.split(".")
-    return words[-2] if words[-1] == "name" and len(words) > 1 else words[-1]
-
-
-def _fmt(x) -> str:
-    if isinstance(x, float):
-        return f"{x:g}"
-    if isinstance(x, list):
-        return "x".join(_fmt(y) for y in x)
-    return str(x)
-
-
-# --- parsing ---------------------------------------------------------------------------------
-
-def parse_variant(where: str, table: dict, *, experiment: str, hparams: dict | None = None) -> VariantConfig:
-    """One raw settings table -> VariantConfig; every mistake becomes a ConfigError prefixed by ``where``."""
-    for key in REQUIRED:
-        if key not in table:
-            raise ConfigError(f"{where}: missing key {key!r}; every experiment states it explicitly")
-    kwargs = {}
-    try:
-        for key, value in table.items():
-            if key in SECTIONS:
-                kwargs[key] = _section(key, value, SECTIONS[key])
-            elif key in SCALARS:
-                kwargs[key] = _typed(key, value, SCALARS[key])
-            else:
-                raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join([*_META, *SECTIONS, *SCALARS])}")
-        return VariantConfig(experiment=experiment, hparams=dict(hparams or {}), **kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-
-
-def _section(name: str, value, cls):
-    if not isinstance(value, dict):
-        raise ConfigError(f"{name} = {value!r}: must be a table, e.g. {name} = {{ name = ... }}")
-    hints = typing.get_type_hints(cls)
-    valid = [f.name for f in fields(cls)]
-    kwargs = {}
-    for key, x in value.items():
-        if key not in valid:
-            raise ConfigError(f"{name}.{key}: unknown key; valid keys: {', '.join(valid)}")
-        kwargs[key] = _typed(f"{name}.{key}", x, hints[key])
-    if cls is ModelConfig:
-        _check_knobs(kwargs.get("knobs", {}))
-        model = cls(**kwargs)
-        if importlib.util.find_spec("fer_func.models") is not None:
-            from fer_func.models import build_from
-            build_from(model)  # the models package knows each family's knobs; fail now, not mid-run
-        return model
-    return cls(**kwargs)
-
-
-def _typed(key: str, x, typ):
-    ok = {bool: lambda: isinstance(x, bool),
-          int: lambda: isinstance(x, int) and not isinstance(x, bool),
-          float: lambda: isinstance(x, (int, float)) and not isinstance(x, bool),
-          str: lambda: isinstance(x, str),
-          dict: lambda: isinstance(x, dict)}[typ]()
-    if not ok:
-        raise ConfigError(f"{key} = {x!r}: expected {'a number' if typ is float else typ.__name__}, got {type(x).__name__}")
-    return float(x) if typ is float else x
-
-
-def _check_knobs(knobs: dict):
-    # The models package validates each model's knobs; dropout rates are checked here for every model.
-    for k, x in knobs.items():
-        if k.startswith("dropout") and not (isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1):
-            raise ConfigError(f"model.knobs.{k} = {x!r}: a dropout rate must be a number in [0, 1)")
-
-
 # --- grids and overrides ---------------------------------------------------------------------
 
 def _flatten_grid(where: str, grid, prefix: str = "") -> dict:
@@ -357,29 +261,6 @@ def parse_override(text: str) -> tuple[str, object]:
         if raw.replace("_", "").replace("-", "").isalnum():
             return key, raw  # `--set optimizer.name=sgd` without shell-escaped quotes
         raise ConfigError(f"--set {text!r}: {raw!r} is not a TOML value (numbers, true/false, \"strings\", [lists])") from None
-
-
-def _get(table: dict, path: str, default=None):
-    for word in path.split("."):
-        if not isinstance(table, dict) or word not in table:
-            return default
-        table = table[word]
-    return table
-
-
-def _put(where: str, table: dict, path: str, value, merge: bool = False):
-    *parents, last = path.split(".")
-    for word in parents:
-        table = table.setdefault(word, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"{where}: {path}: {word!r} is not a table")
-    if merge and isinstance(value, dict):
-        base = table.setdefault(last, {})
-        if not isinstance(base, dict):
-            raise ConfigError(f"{where}: {path}: cannot merge a table into {base!r}")
-        base.update({k: v for k, v in value.items() if k != "label"})
-    else:
-        table[last] = value
 
 
 def _label(where: str, key: str, value):

@@ -46,7 +46,7 @@ class BenchOptions:
 
 @dataclass(frozen=True)
 class SearchOptions:
-    name: str                      # the experiment whose [search] table is searched (fer_func/search/space.py)
+    name: str                      # the experiment whose [search] table is searched (fer_func/study/space.py)
     trials: int | None = None      # Optuna: trials in the budget (default: the table's `trials`)
     k: int | None = None           # slots trained at once (default: the table's `k`)
     method: str | None = None      # tpe | random | pbt (default: the table's `method`, else tpe)

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from fer_func.config import ConfigError, VariantConfig
-from fer_func.study.experiments import SCALARS, SECTIONS, parse_variant, read_toml, variant_id
+from fer_func.study.tables import SCALARS, SECTIONS, parse_variant, read_toml, variant_id
 
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
 

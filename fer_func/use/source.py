@@ -9,7 +9,6 @@ is checked against that, so a change to the grouping rule cannot silently export
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from fer_func.config import ConfigError, VariantConfig
@@ -17,19 +16,7 @@ from fer_func.models import build_from
 from fer_func.study import checkpoint, experiments, report, resolved
 from fer_func.use import trial
 from fer_func.use.errors import UseError
-
-
-@dataclass(frozen=True)
-class Member:
-    """One trained network: its config, where it sits in the run, and its best-epoch reference state_dict."""
-    id: str
-    variant: VariantConfig
-    population: int
-    index: int                 # row in the population's stacked state
-    state_dict: dict           # model.to_state_dict(best params, best model state)
-    best_epoch: int
-    val_acc: float | None      # best-epoch validation accuracy (results.json; None if the run has not finished)
-    test_acc: float | None
+from fer_func.use.member import Member
 
 
 def _results(run_dir: Path) -> dict:

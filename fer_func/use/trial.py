@@ -16,6 +16,7 @@ from fer_func.config import ConfigError
 from fer_func.models import build_from
 from fer_func.study import checkpoint
 from fer_func.use.errors import UseError
+from fer_func.use.member import Member
 
 
 def _setup(run_dir: Path):
@@ -31,8 +32,6 @@ def _setup(run_dir: Path):
 
 def best(run_dir: Path, which: str):
     """``[Member]`` of the best trial (Optuna) or member (PBT) of the search in ``run_dir``."""
-    from fer_func.use.source import Member
-
     if which != "best":
         raise UseError(f"--variant {which!r}: {run_dir} is a --search run, which keeps only its best trial's "
                        f"weights; export it with --variant best (the default)")

@@ -1,6 +1,6 @@
 """Compile time of every population ``--all`` builds, cold and warm, on this machine.
 
-    python -m fer_func.bench.compile_times [--profile cpu] [--json PATH]
+    python scripts/compile_times.py [--profile cpu] [--json PATH]
 
 Runs two child processes over one fresh inductor cache directory: the first compiles every
 population's training step and evaluation with nothing cached (a user's first run), the second
@@ -28,7 +28,7 @@ def measure(profile: str) -> list[dict]:
 
     from fer_func import data as fer_data
     from fer_func.population import Population
-    from fer_func.bench.cold import all_variants, start_inductor
+    from cold import all_variants, start_inductor
     from fer_func.study import experiments
     from fer_func.study.options import DEFAULT_EXPERIMENTS
 
@@ -64,7 +64,7 @@ def measure(profile: str) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fer_func.bench.compile_times", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python scripts/compile_times.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="cpu")
     p.add_argument("--json", type=Path)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "TMPDIR": cache}
         for run in ("cold", "warm"):
             t = time.perf_counter()
-            out = subprocess.run([sys.executable, "-m", "fer_func.bench.compile_times", "--child", "--profile",
+            out = subprocess.run([sys.executable, __file__, "--child", "--profile",
                                   args.profile], env=env, capture_output=True, text=True, check=True).stdout
             result[run] = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
             result[f"{run}_process_s"] = round(time.perf_counter() - t, 1)

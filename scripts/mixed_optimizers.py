@@ -1,6 +1,6 @@
 """What mixing update rules in one population costs: optimizer-state size and step time.
 
-    python -m fer_func.bench.mixed_optimizers [--model mlp] [--k 4] [--steps 10] [--no-compile]
+    python scripts/mixed_optimizers.py [--model mlp] [--k 4] [--steps 10] [--no-compile]
 
 Builds two populations of K variants of one model on the same data: one whose variants use SGD
 (momentum), Adam, RMSprop and AdamW in turn (a ``select`` over four rules), and one where every
@@ -59,7 +59,7 @@ def run(model="mlp", k=4, steps=10, compile=True) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fer_func.bench.mixed_optimizers", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python scripts/mixed_optimizers.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="mlp")
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--steps", type=int, default=10)

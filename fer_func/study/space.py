@@ -13,6 +13,9 @@ numbers that are tensors in the step (optimizer and schedule values, dropout rat
 optimizer among the population's rules, and the per-variant switches (augmentation on/off, class
 weighting). Anything structural (model family and widths, batch size, epochs, seed, augmentation
 strengths, nesterov/centered) is rejected by name. Every mistake is one ConfigError naming the key.
+
+It lives with the study code because a [search] table is part of the experiments file, checked when the file
+loads (experiments.py); fer_func/search builds its drivers on it. Optuna is imported only for a distribution.
 """
 from __future__ import annotations
 
@@ -20,10 +23,15 @@ import copy
 import math
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import optuna
 
 from fer_func.config import ConfigError, VariantConfig
+from fer_func.study.tables import _put, parse_variant
+
+if TYPE_CHECKING:
+    import optuna
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 METHODS = ("tpe", "random", "pbt")
@@ -63,6 +71,8 @@ class Param:
 
     @property
     def distribution(self) -> optuna.distributions.BaseDistribution:
+        import optuna  # here: the rest of this module (parsing a [search] table) needs no Optuna
+
         d = optuna.distributions
         if self.kind == "choice":
             return d.CategoricalDistribution(list(self.values))
@@ -200,8 +210,6 @@ def _param(where: str, key: str, spec) -> Param:
 
 def variant(base: dict, values: dict, *, experiment: str, seed: int, where: str) -> VariantConfig:
     """The experiment's raw table with the searched ``values`` put in, parsed like any variant."""
-    from fer_func.study.experiments import _put, parse_variant
-
     raw = copy.deepcopy(base)
     for key, value in values.items():
         _put(where, raw, key, copy.deepcopy(value))

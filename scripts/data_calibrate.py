@@ -1,6 +1,6 @@
 """Calibration check for a dataset: plain ``torch.nn`` MLP vs simple CNN, Adam 1e-3, a few epochs.
 
-    python -m fer_func.data.calibrate --data synthetic --train 4000 --eval 2000 --epochs 3
+    python scripts/data_calibrate.py --data synthetic --train 4000 --eval 2000 --epochs 3
 
 The synthetic set is tuned so that a small CNN clearly beats an MLP, neither gets near 100%, and
 classes differ in difficulty; this prints the numbers (overall and per-class accuracy) behind that

@@ -1,6 +1,6 @@
 """Grid vs random search vs TPE (both pruned) vs PBT at equal device time, over several search seeds.
 
-    python -m fer_func.search.compare --data ../shared/data/fer2013/fer2013.csv.gz --seeds 3 --budget 10 \
+    python scripts/search_compare.py --data ../shared/data/fer2013/fer2013.csv.gz --seeds 3 --budget 10 \
         --k 8 --json search_compare.json
 
 The space is the regularized CNN's ``[search]`` table without ``optimizer.name`` (lr x weight decay
@@ -32,9 +32,9 @@ import torch
 from fer_func import data as fer_data
 from fer_func.runtime import machine
 from fer_func.population import Population
-from fer_func.search import space as spaces
+from fer_func.study import space as spaces
 from fer_func.search.pbt import PBT
-from fer_func.search.run import best_weights_test
+from fer_func.search.report import best_weights_test
 from fer_func.search.trials import TrialSearch, make_pruner, make_sampler
 from fer_func.study import experiments, stats
 from fer_func.study.options import DEFAULT_EXPERIMENTS
@@ -189,7 +189,7 @@ def markdown(out: dict) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m fer_func.search.compare", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python scripts/search_compare.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="synthetic")
     p.add_argument("--experiments", type=Path, default=DEFAULT_EXPERIMENTS)
     p.add_argument("--profile", default="cpu")
@@ -204,7 +204,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     s = Study(args)
     methods = args.methods.split(",")
-    out = {"command": "python -m fer_func.search.compare " + " ".join(argv or __import__("sys").argv[1:]),
+    out = {"command": "python scripts/search_compare.py " + " ".join(argv or __import__("sys").argv[1:]),
            "started": time.strftime("%Y-%m-%d %H:%M"), "machine": {k: str(v) for k, v in machine(torch.device("cpu")).items()},
            "data": s.data.describe(), "profile": args.profile, "k": args.k, "budget_population_epochs": args.budget,
            "epochs_per_trial": s.variant({}, 0).epochs,

@@ -1,6 +1,6 @@
 """The least a family's training step can compile in on this machine: the model's forward and backward alone.
 
-    python -m fer_func.bench.compile_floor [--profile cpu] [--json PATH]
+    python scripts/compile_floor.py [--profile cpu] [--json PATH]
 
 For every model of ``--all`` under the profile, two cold compiles (each in a child process over an
 empty inductor cache), of nothing but one forward and backward of the cross-entropy at batch 64:
@@ -15,7 +15,7 @@ Each child first compiles a trivial program, so the one-off set-up of a process'
 
 A population step is that plus ``vmap``, dropout, augmentation, the optimizer and the bookkeeping,
 so where the floor alone is above a bound, no population step of that family can meet it with
-inductor as it is (``fer_func.bench.compile_times`` measures the steps themselves).
+inductor as it is (``scripts/compile_times.py`` measures the steps themselves).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from fer_func.bench.cold import all_variants, child_in_empty_cache, cpu_seconds, start_inductor
+from cold import all_variants, child_in_empty_cache, cpu_seconds, start_inductor
 
 
 def child(profile: str, name: str, kind: str) -> dict:
@@ -74,7 +74,7 @@ def child(profile: str, name: str, kind: str) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fer_func.bench.compile_floor", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python scripts/compile_floor.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="cpu")
     p.add_argument("--models", nargs="+", help="model families (default: every model of --all)")
     p.add_argument("--json", type=Path)
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     for name in names:
         cells = []
         for kind in ("torch.nn", "functional"):
-            rows.append(child_in_empty_cache("fer_func.bench.compile_floor", "--profile", args.profile, "--child",
+            rows.append(child_in_empty_cache(__file__, "--profile", args.profile, "--child",
                                              name, kind))
             cells.append(f"{rows[-1]['compile_s']} ({rows[-1]['compile_cpu_s']})")
         print(f"| {name} | {cells[0]} | {cells[1]} | {rows[-1]['setup_s']} |", flush=True)

@@ -1,6 +1,6 @@
 """How to compute K variants' convolutions: the lowerings measured for ``fer_func/nn/conv.py``.
 
-    python -m fer_func.bench.conv_lowering [--k 8] [--batch 64] [--device cpu]
+    python scripts/conv_lowering.py [--k 8] [--batch 64] [--device cpu]
 
 Times a forward + backward (grads of weights and inputs) of one 3x3 conv layer for K variants,
 for simple_cnn's two layer shapes, eager and compiled, medians in one process:

@@ -1,6 +1,6 @@
 """A/B: the optimizer part of a population step compiled per parameter tensor and on one flat buffer.
 
-    python -m fer_func.bench.flat_update [--model regularized_cnn] [--k 19] [--rules sgd,adam,rmsprop,adamw]
+    python scripts/flat_update.py [--model regularized_cnn] [--k 19] [--rules sgd,adam,rmsprop,adamw]
 
 The part measured is what ``population/step.py`` compiles after the gradients: the (mixed-rule)
 update, the finiteness check and the commit ``where``, ``vmap``ped over K variants of the cpu
@@ -16,7 +16,7 @@ import json
 import sys
 import time
 
-from fer_func.bench.cold import all_variants, child_in_empty_cache, cpu_seconds
+from cold import all_variants, child_in_empty_cache, cpu_seconds
 
 
 def child(model: str, k: int, rules: list[str], layout: str, runs: int = 30) -> dict:
@@ -60,7 +60,7 @@ def child(model: str, k: int, rules: list[str], layout: str, runs: int = 30) -> 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fer_func.bench.flat_update", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python scripts/flat_update.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="regularized_cnn")
     p.add_argument("--k", type=int, default=19)
     p.add_argument("--rules", default="sgd,adam,rmsprop,adamw")
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
           f"optimizer part (update, finiteness check, commit)")
     print("| layout | compile wall s | compile CPU s | run ms |\n|---|---|---|---|")
     for layout in ("tree", "flat"):
-        r = child_in_empty_cache("fer_func.bench.flat_update", "--child", layout, "--model", args.model, "--k",
+        r = child_in_empty_cache(__file__, "--child", layout, "--model", args.model, "--k",
                                  str(args.k), "--rules", args.rules)
         print(f"| {'per tensor' if layout == 'tree' else 'flat'} | {r['compile_s']} | {r['compile_cpu_s']} | {r['run_ms']} |",
               flush=True)

@@ -1,4 +1,4 @@
-"""What the cold-compile benchmarks share: the profile's ``--all`` variants, CPU seconds, a child over an empty cache.
+"""What the cold-compile experiments in scripts/ share (compile_floor, compile_times, compile_ab, flat_update): the profile's ``--all`` variants, CPU seconds, a child over an empty cache.
 
 A cold compile is measured in a child process over an empty inductor cache, so neither this
 process's in-memory caches nor the machine's disk cache can answer: what a user's first run pays.
@@ -46,6 +46,6 @@ def run_in_empty_cache(cmd: list[str], env: dict | None = None, cwd=None) -> dic
     return json.loads(out.strip().splitlines()[-1])
 
 
-def child_in_empty_cache(module: str, *args: str) -> dict:
-    """Run ``python -m module *args`` over an empty inductor cache (:func:`run_in_empty_cache`)."""
-    return run_in_empty_cache([sys.executable, "-m", module, *args])
+def child_in_empty_cache(script: str, *args: str) -> dict:
+    """Run ``python script *args`` over an empty inductor cache (:func:`run_in_empty_cache`)."""
+    return run_in_empty_cache([sys.executable, str(script), *args])

@@ -1,6 +1,6 @@
 """A/B of one population step's cold compile between two source trees, alternating, on this machine.
 
-    python -m fer_func.bench.compile_ab --trees OLD_CHECKOUT NEW_CHECKOUT [--model regularized_cnn] [--index 0] [--repeat 2]
+    python scripts/compile_ab.py --trees OLD_CHECKOUT NEW_CHECKOUT [--model regularized_cnn] [--index 0] [--repeat 2]
 
 Compile time drifts between runs on a shared machine, so a before/after comparison made hours
 apart (``compile_times`` run twice) can hide or invent a change of the size being measured. Here
@@ -53,7 +53,7 @@ def child(profile: str, model: str, index: int) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fer_func.bench.compile_ab", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python scripts/compile_ab.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--trees", nargs=2, type=Path, metavar=("A", "B"), help="two checkouts of the project")
     p.add_argument("--profile", default="cpu")
     p.add_argument("--model", default="regularized_cnn")
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
         print(json.dumps(child(args.profile, args.model, args.index)))
         return 0
     # imported here, not at the top: the child runs this file under the tree being measured, which may predate it
-    from fer_func.bench.cold import run_in_empty_cache
+    from cold import run_in_empty_cache
 
     if not args.trees:
         p.error("--trees A B is required: two checkouts of the project to compare")

@@ -1,6 +1,6 @@
 """Timings for docs/data.md: synthetic generation, FER2013 loading (first and cached), augmentation.
 
-    python -m fer_func.data.bench [--real PATH] [--batch 256]
+    python scripts/data_bench.py [--real PATH] [--batch 256]
 
 Wall-clock seconds, plus this process's CPU seconds where a shared machine makes wall time noisy.
 """
