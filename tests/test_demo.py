@@ -129,8 +129,8 @@ def charts(page) -> list[dict]:
     }))""")
 
 
-@needs_fer
-def test_the_page_boxes_each_face_and_charts_its_probabilities(server, browser, photos, model_file, tmp_path):
+@needs_fer  # browser before server: without a browser it skips before a server is started
+def test_the_page_boxes_each_face_and_charts_its_probabilities(browser, server, photos, model_file, tmp_path):
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.set_default_timeout(TIMEOUT_S * 1000)
     outside = []
