@@ -1,7 +1,7 @@
 """The command line, top floor of the package: argv -> RunOptions -> one call.
 
 Every mode starts here: training (``--experiment``, ``--study``, ``--all``, ``--resume``), ``--search``,
-``--bench``, ``--list``, and the ``export`` / ``predict`` subcommands (their own parser in
+``--bench``, ``--list``, and the ``export`` / ``predict`` / ``demo`` subcommands (their own parser in
 fer_func/use/cli.py). ``fer-func``, ``python -m fer_func`` and ``python runner.py`` all call
 :func:`main`. Nothing in the package imports this module; it imports whatever a mode needs.
 
@@ -33,12 +33,14 @@ _USAGE = """\
        %(prog)s --bench [--e2e NAME | --models NAME... --k K...] [options]
        %(prog)s --list | --help | --version
        %(prog)s export RUN_DIR --out FILE [--variant ID|best|ensemble] [--format FORMAT]
-       %(prog)s predict MODEL IMAGE... [--csv PATH]"""
+       %(prog)s predict MODEL IMAGE... [--csv PATH]
+       %(prog)s demo MODEL [--port P] [--host H]"""
 
 _EPILOG = """\
 subcommands (each has its own --help):
   export RUN_DIR --out FILE   write a run's best network (or an ensemble) as state_dict, TorchScript or ONNX
   predict MODEL IMAGE...      class probabilities of image files with an exported network (docs/use.md)
+  demo MODEL                  a web page to try an exported network on photos (pip install -e '.[demo]')
 
 examples:
   %(prog)s --list
@@ -81,7 +83,7 @@ def build_parser(name: str | None = None) -> argparse.ArgumentParser:
         prog=name or prog(), usage=_USAGE, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
         description="Train FER2013 experiments and hyperparameter studies as compiled, vmapped populations.")
     p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    what = p.add_argument_group("what to run (choose one; or a subcommand: export, predict)")
+    what = p.add_argument_group("what to run (choose one; or a subcommand: export, predict, demo)")
     what.add_argument("--experiment", metavar="ID_OR_NAME",
                       help="train one experiment by id or name, e.g. 04 or regularized_cnn")
     what.add_argument("--study", choices=STUDIES, help="one hyperparameter study (experiments 08/09/10), trained as one population")
@@ -300,7 +302,7 @@ def main(argv=None) -> int:
         _tune_malloc()
         argv = sys.argv[1:]
     argv = list(argv)
-    if argv[:1] in (["export"], ["predict"]):  # using a trained model: its own parser in fer_func/use/cli.py
+    if argv[:1] in (["export"], ["predict"], ["demo"]):  # using a trained model: its own parser in fer_func/use/cli.py
         from fer_func.use import cli as use_cli
         return use_cli.main(argv, prog())
     args = build_parser().parse_args(argv)  # usage errors: one line "error: ..." and exit 2 (config.ArgumentParser)

@@ -134,6 +134,8 @@ def test_errors_raised_by_run_are_one_line(error, capsys, monkeypatch):
     (["--experiment", "04", "--epochz", "3"], "error: unrecognized arguments: --epochz 3"),
     (["export", "runs/x", "--out", "m.pt", "--format", "zip"], "error: argument --format: invalid choice: 'zip'"),
     (["predict"], "error: the following arguments are required: MODEL, IMAGE"),
+    (["demo"], "error: the following arguments are required: MODEL"),
+    (["demo", "m.pt", "--port", "web"], "error: argument --port: invalid int value: 'web'"),
 ])
 def test_argparse_errors_are_one_line_exit_2(argv, message, capsys):
     # No usage screen before the error: the line that matters must be the only one.
@@ -148,7 +150,7 @@ def test_help_names_every_mode_and_version(capsys):
         cli.main(["--help"])
     out = capsys.readouterr().out
     for mode in ("--experiment ID_OR_NAME", "--study", "--all", "--search NAME", "--bench", "--resume RUN_DIR",
-                 "--list", "--version", "export RUN_DIR", "predict MODEL"):
+                 "--list", "--version", "export RUN_DIR", "predict MODEL", "demo MODEL"):
         assert mode in out, mode
     with pytest.raises(SystemExit) as e:
         cli.main(["--version"])

@@ -1,4 +1,4 @@
-"""``fer-func export`` and ``fer-func predict``: their own parser, reached from fer_func/cli.py.
+"""``fer-func export``, ``fer-func predict`` and ``fer-func demo``: their own parser, reached from fer_func/cli.py.
 
 As everywhere in the CLI, a user's mistake (missing file, unreadable image, a file of the wrong
 kind, an unknown --variant) prints one line ``error: ...`` on stderr and exits 2, never a traceback.
@@ -21,12 +21,13 @@ examples:
   %(prog)s export runs/2026-01-01_12-00-00_search-tiny-tpe --out best_trial.pt2   # a search's best trial
   %(prog)s predict model.pt group.jpg photos/ --annotate boxed/      # every face found, boxes drawn
   %(prog)s predict model.pt2 'crops/*.png' --no-detect --csv predictions.csv
+  %(prog)s demo model.pt                    # a page at http://127.0.0.1:7860: upload a photo, see its faces
 """
 
 
 def build_parser(prog: str = "fer-func") -> argparse.ArgumentParser:
     p = ArgumentParser(prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=_EPILOG, description="Export a trained network and predict with it (docs/use.md).")
+                                epilog=_EPILOG, description="Export a trained network, predict with it, or try it on a web page (docs/use.md).")
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("export", help="write a run's network or ensemble to a file (+ FILE.json)",
                        description="Write a run's best-epoch network (or an ensemble) as one file plus FILE.json.")
@@ -50,6 +51,14 @@ def build_parser(prog: str = "fer-func") -> argparse.ArgumentParser:
     r.add_argument("--annotate", type=Path, metavar="DIR", help="write each image with its boxes and labels drawn into DIR")
     r.add_argument("--csv", type=Path, metavar="PATH",
                    help="also write path, box x,y,w,h, top class and probabilities as CSV (one row per face)")
+    d = sub.add_parser("demo", help="a web page to try a model on photos (upload or webcam)",
+                       description="Serve a page where a photo (uploaded, or from the webcam) comes back with its faces "
+                                   "boxed and a chart of each face's class probabilities. Needs pip install -e '.[demo]'.")
+    d.add_argument("model", metavar="MODEL", type=Path, help="a file written by `export` (any format)")
+    d.add_argument("--port", type=int, default=7860, metavar="P", help="the port to serve on (default 7860)")
+    d.add_argument("--host", default="127.0.0.1", metavar="H",
+                   help="the address to serve on (default 127.0.0.1: this machine only; 0.0.0.0: every network "
+                        "this machine is on. Browsers allow the webcam only on localhost or https)")
     return p
 
 
@@ -103,6 +112,10 @@ def _predict(args) -> int:
 def main(argv, prog: str = "fer-func") -> int:
     args = build_parser(prog).parse_args(argv)  # usage errors: one line "error: ..." and exit 2
     try:
+        if args.command == "demo":
+            from fer_func.use import demo
+            demo.serve(args.model, args.host, args.port)
+            return 0
         return _export(args) if args.command == "export" else _predict(args)
     except ConfigError as e:  # UseError included
         print(f"error: {e}", file=sys.stderr)

@@ -181,14 +181,19 @@ def predict_faces(model_path, image_args, detect: bool = True) -> tuple[LoadedMo
     model = load_model(model_path)
     if detect:
         faces.cascade()  # a missing OpenCV is reported before any image is read
+    return model, [faces_of(model, path, detect) for path in images.expand(image_args)]
+
+
+def faces_of(model: LoadedModel, path, detect: bool = True) -> dict:
+    """One image file's ``{"image": path, "faces": [...]}`` as ``predict_faces`` lists it, with a loaded model
+    (the demo page keeps one for every upload)."""
+    from fer_func.use import faces
+
     classes = model.meta["classes"]
-    out = []
-    for path in images.expand(image_args):
-        img = images.open_gray(path)
-        boxes = faces.detect(img) if detect else [images.centre_box(img)]
-        crops = [faces.crop(img, b) if detect else images.to_fer(img) for b in boxes]
-        probs = probabilities(model, torch.from_numpy(np.stack(crops))).tolist() if crops else []
-        out.append({"image": str(path), "faces": [
-            {"box": box, "probs": dict(zip(classes, p)), "label": classes[max(range(len(p)), key=p.__getitem__)]}
-            for box, p in zip(boxes, probs)]})
-    return model, out
+    img = images.open_gray(path)
+    boxes = faces.detect(img) if detect else [images.centre_box(img)]
+    crops = [faces.crop(img, b) if detect else images.to_fer(img) for b in boxes]
+    probs = probabilities(model, torch.from_numpy(np.stack(crops))).tolist() if crops else []
+    return {"image": str(path), "faces": [
+        {"box": box, "probs": dict(zip(classes, p)), "label": classes[max(range(len(p)), key=p.__getitem__)]}
+        for box, p in zip(boxes, probs)]}
