@@ -5,7 +5,7 @@ as on the per-tensor tree. Inside a compiled step that matters for compile time:
 C++ for every loop it generates, and a leafwise update over P tensors (times every rule of a
 mixed-optimizer population, times the commit/divergence ``where``) is P loops where the flat
 buffer is one, so the optimizer part of a mixed-optimizer population compiles cold in much less
-CPU time (``python -m fer_func.bench.flat_update`` measures it on your machine; docs/bench.md).
+CPU time (``python scripts/flat_update.py`` measures it on your machine; docs/bench.md).
 
 :class:`Ravel` records a tree's keys and shapes; ``flat`` concatenates a params-keyed tree (or
 every params-keyed subtree of an optimizer state) into ``{FLAT: buffer}``, and ``unflat`` splits
