@@ -13,8 +13,8 @@ from torch.func import vmap
 
 from fer_func import tree
 from fer_func.config import OptimizerConfig
-from fer_func.optim import (adam, adamw, apply_updates, from_config, from_configs, get_hparam, hparam_names,
-                            rmsprop, select, sgd, with_hparams)
+from fer_func.optim import (add_hparams, adam, adamw, apply_updates, from_config, from_configs, get_hparam, hparam_names,
+                            rmsprop, select, sgd, with_hparams, without_hparams)
 from fer_func.optim.flat import Ravel
 from fer_func.optim.select import active_state
 
@@ -360,3 +360,21 @@ def test_omitted_fields_take_torch_optims_defaults(name, torch_cls):
     from fer_func.optim import from_config
     opt_state = from_config(ours).init({"w": torch.zeros(2)})
     assert float(get_hparam(opt_state, "lr")) == pytest.approx(theirs["lr"], rel=1e-7)  # a float32 tensor
+
+
+def test_an_lr_lent_to_each_update_gives_the_numbers_of_an_lr_held_in_the_state():
+    """A population holds the lr once, in its schedule state: the carried optimizer state has none and
+    the step lends it to each update. Over a mixed select population with changing rates that is
+    bit for bit what writing the rate into the state every step gives."""
+    opt, params, held, grads, lrs, _ = mixed_population()
+    lent = without_hparams(held, "lr")
+    assert "lr" not in hparam_names(lent) and "lr" in hparam_names(held) and "momentum" in hparam_names(lent)
+    p_held, p_lent = params, params
+    for s in range(STEPS):
+        u_held, held = vmap(opt.update)(grads[s], with_hparams(held, lr=lrs[s]), p_held)
+        u_lent, new = vmap(opt.update)(grads[s], add_hparams(lent, lr=lrs[s]), p_lent)
+        lent = without_hparams(new, "lr")
+        p_held, p_lent = apply_updates(p_held, u_held), apply_updates(p_lent, u_lent)
+        for a, b in zip(tree.leaves(p_held), tree.leaves(p_lent)):
+            assert torch.equal(a, b), f"step {s}"
+    assert tree.flatten(lent)[1] == tree.flatten(without_hparams(held, "lr"))[1]  # the same carried structure
