@@ -18,7 +18,8 @@ from PIL import Image
 from fer_func.config import ModelConfig
 from fer_func.models import build_from
 from fer_func.population.population import MEAN, STD
-from fer_func.study import checkpoint, cli, resolved
+from fer_func import cli
+from fer_func.study import checkpoint, resolved
 from fer_func.study.experiments import variant_id
 from fer_func.use import load_model
 

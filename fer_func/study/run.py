@@ -29,6 +29,7 @@ from fer_func.population import Population, compaction
 from fer_func.study import checkpoint, ensembles, experiments, report
 from fer_func.population import precision as precisions
 from fer_func.study.options import RunOptions, resolve_device
+from fer_func.study import tracking
 from fer_func.study.tracking import Tracker
 
 
@@ -38,6 +39,8 @@ logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 # Options a resumed run takes from run.json: they decide the numbers, so they cannot change mid-run.
 RESUMED = ("data", "train_limit", "dtype", "profile", "precision", "max_k")
+# And the W&B project and entity: a resumed run continues its own W&B runs (fixed ids, tracking.py).
+TRACKED = ("wandb_project", "wandb_entity")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -87,10 +90,12 @@ def _resolve(options: RunOptions) -> RunOptions:
     """Fix the profile and the training subset it implies, so run.json records what ran."""
     if options.resume is not None:  # the data, dtype, profile and precision the run started with, whatever this command says
         saved = json.loads((Path(options.resume) / "run.json").read_text())
-        return dataclasses.replace(options, **{k: saved.get(k) for k in RESUMED})
+        return dataclasses.replace(options, **{k: saved.get(k) for k in RESUMED + TRACKED})
     profile = experiments.profile_of(options.experiments, options.profile_name)
     return dataclasses.replace(options, profile=profile.name,
-                               train_limit=options.train_limit or profile.train_limit)
+                               train_limit=options.train_limit or profile.train_limit,
+                               wandb_project=tracking.project_name(options.wandb_project),
+                               wandb_entity=tracking.entity_name(options.wandb_entity))
 
 
 def run(options: RunOptions) -> Path:
@@ -133,7 +138,7 @@ def _run(options: RunOptions) -> Path:
         run_dir = report.new_run_dir(options.out, _label(options))
         report.write_config(run_dir, variants, profile=options.profile)
         checkpoint.atomic_write(run_dir / "run.json", json.dumps({
-            **{k: getattr(options, k) for k in RESUMED}, "ensembles": chosen,
+            **{k: getattr(options, k) for k in RESUMED + TRACKED}, "ensembles": chosen,
             "ray_storage": None if options.ray_storage is None else str(options.ray_storage)}).encode())
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     clock = WallClock(run_dir, started)
@@ -159,7 +164,8 @@ def _run(options: RunOptions) -> Path:
         report.write_progress(run_dir, results)
 
     try:
-        with Tracker(options.wandb, run_dir, group=run_dir.name) as tracker, _StopFlag() as stop:
+        with Tracker(options.wandb, run_dir, project=options.wandb_project, entity=options.wandb_entity,
+                     group=run_dir.name) as tracker, _StopFlag() as stop:
             for group in groups:
                 model = build_from(group[0].model)
                 for v in group:
@@ -186,10 +192,11 @@ def _run(options: RunOptions) -> Path:
             for v in results["variants"]:
                 v["final"].update(tta.get(v["id"], {}))
             results["timing"]["wall_s"] = clock.total()
+            report.write_run(run_dir, results)  # W&B's model artifacts and figures come from these files
+            tracker.log_models(results, data)
             tracker.finish(results)
     finally:
         clock.stop()  # an interrupted run's time counts too
-    report.write_run(run_dir, results)
     print((run_dir / "summary.md").read_text())
     return run_dir
 
