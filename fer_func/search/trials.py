@@ -128,7 +128,7 @@ class TrialSearch:
             if diverged or epoch >= self.epochs or trial.should_prune():
                 state = "complete" if epoch >= self.epochs and not diverged else ("diverged" if diverged else "pruned")
                 if not tests:  # before any slot is refilled: one eval of every slot's best weights
-                    tests.append(pop.evaluate("test", pop.best["params"], pop.best["model_state"])["acc"].cpu())
+                    tests.append(pop.evaluate("test", pop.best["params"], pop.best["model_state"])["acc"])  # numpy (K,)
                 rec["test_acc"] = float(tests[0][slot]) if rec["best_epoch"] >= 0 else None
                 trial.set_user_attr("test_acc", rec["test_acc"])
                 self._finish(pop, slot, number, state)
