@@ -29,7 +29,7 @@ FULL_TRAIN = 28709  # FER2013's Training split; the synthetic data has the same 
 
 _USAGE = """\
 %(prog)s (--experiment ID_OR_NAME | --study {lr,optimizer,batch_size} | --all | --resume RUN_DIR) [options]
-       %(prog)s --search NAME [--trials N] [--method {tpe,random,pbt}] [options]
+       %(prog)s --search NAME [--trials N] [--method {tpe,random,pbt}] [--study-name NAME] [options]
        %(prog)s --bench [--e2e NAME | --models NAME... --k K...] [options]
        %(prog)s --list | --help | --version
        %(prog)s export RUN_DIR --out FILE [--variant ID|best|ensemble] [--format FORMAT]
@@ -100,7 +100,10 @@ def build_parser(name: str | None = None) -> argparse.ArgumentParser:
     search.add_argument("--method", choices=("tpe", "random", "pbt"), help="default: the [search] table's method, else tpe")
     search.add_argument("--storage", metavar="URL",
                         help="Optuna storage: sqlite:///study.db, a FILE.journal, any RDB URL (default: the run "
-                             "directory's optuna.journal); several processes may share one")
+                             "directory's optuna.journal); see it with optuna-dashboard URL")
+    search.add_argument("--study-name", metavar="NAME",
+                        help="the Optuna study's name in --storage (default: fer-func-EXPERIMENT-METHOD-sSEED); a name "
+                             "the storage already holds is refused: continue that search with --resume RUN_DIR")
 
     how = p.add_argument_group("how to run it")
     how.add_argument("--experiments", metavar="PATH", type=Path, default=DEFAULT_EXPERIMENTS,
@@ -132,6 +135,10 @@ def build_parser(name: str | None = None) -> argparse.ArgumentParser:
                      help="training dtype (default float32; float64 for exact equivalence checks, slow)")
     how.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline",
                      help="W&B tracking, one run per variant (default offline: no account needed, `wandb sync` later)")
+    how.add_argument("--wandb-project", metavar="NAME",
+                     help="W&B project of the runs (default: $WANDB_PROJECT, else fer-func)")
+    how.add_argument("--wandb-entity", metavar="NAME",
+                     help="W&B entity (user or team) of the runs (default: $WANDB_ENTITY, else your default entity)")
     how.add_argument("--out", type=Path, default=Path("runs"), metavar="DIR", help="parent of the run directory (default runs/)")
     how.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a setting of every selected experiment, value in TOML syntax; repeatable: "
@@ -177,7 +184,8 @@ def to_options(args: argparse.Namespace) -> RunOptions:
     bench_flags = ("e2e", "models", "k", "batch", "steps", "json", "impls", "bf16", "channels_last", "distinct_seeds",
                    "one_at_a_time")
     bench_given = [f"--{n.replace('_', '-')}" for n in bench_flags if getattr(args, n) not in (None, [], False)]
-    search_flags = [f"--{n}" for n in ("trials", "method", "storage") if getattr(args, n) is not None]
+    search_flags = [f"--{n.replace('_', '-')}" for n in ("trials", "method", "storage", "study_name")
+                    if getattr(args, n) is not None]
     if search_flags and args.search is None:
         raise ConfigError(f"{', '.join(search_flags)} only apply to --search")
     if args.search is not None:
@@ -198,12 +206,13 @@ def to_options(args: argparse.Namespace) -> RunOptions:
     if args.search is not None:
         from fer_func.study.options import SearchOptions
         search = SearchOptions(name=args.search, trials=args.trials, k=flat(args.k)[0] if args.k else None,
-                               method=args.method, storage=args.storage)
+                               method=args.method, storage=args.storage, study_name=args.study_name)
     return RunOptions(study=args.study, experiment=args.experiment, all=args.all, resume=args.resume, search=search,
                       experiments=args.experiments, data=args.data, skip_bad_rows=args.skip_bad_rows, epochs=args.epochs, cv=args.cv,
                       train_limit=args.train_limit,
                       seeds=args.seeds, device=args.device, compile=not args.no_compile, compact=not args.no_compact, dtype=args.dtype,
-                      precision=args.precision, cuda_graphs=args.cuda_graphs, wandb=args.wandb, out=args.out,
+                      precision=args.precision, cuda_graphs=args.cuda_graphs, wandb=args.wandb, wandb_project=args.wandb_project,
+                      wandb_entity=args.wandb_entity, out=args.out,
                       overrides=tuple(args.overrides), bench=bench, profile=args.profile, max_k=args.max_k,
                       ray=args.ray, ray_cpus=args.ray_cpus, ray_storage=args.ray_storage)
 
@@ -337,9 +346,9 @@ def main(argv=None) -> int:
         experiments.plan(options)  # report a bad experiment or --set before loading the engine
         if options.ray is not None:  # the Ray layer opens its session and runs the study inside it
             from fer_func.distributed import ray_run
-            run_dir = ray_run.run(options)
+            run_dir = ray_run.run(options, model_artifacts=_model_artifacts())
         else:
-            run_dir = _entry("fer_func.study.run", "training").run(options)
+            run_dir = _entry("fer_func.study.run", "training").run(options, model_artifacts=_model_artifacts())
         print(f"run directory: {run_dir}")
         return 0
     except _user_errors() as e:
@@ -349,3 +358,9 @@ def main(argv=None) -> int:
         # study/train.py's Interrupted carries the exact resume command once a checkpoint is written.
         print(str(e) or "interrupted; continue with --resume RUN_DIR", file=sys.stderr)
         return 130
+
+
+def _model_artifacts():
+    """What logs each variant's best network to W&B: the application layer's writer, handed to the study."""
+    from fer_func.use.artifacts import log_models
+    return log_models

@@ -6,6 +6,8 @@ torch.testing.assert_close's float64 defaults. The slot operations themselves ar
 under fail_on_recompile, in test_slots.py.
 """
 import json
+import re
+import textwrap
 
 import optuna
 import pytest
@@ -34,7 +36,7 @@ SMALL_DATA: list = []
 def search(tmp_path, *args, out="runs"):
     code = cli.main(["--search", "tiny", "--experiments", str(search_experiments_file(tmp_path)), "--out",
                      str(tmp_path / out), *SMALL, *SMALL_DATA, *args])
-    dirs = [p for p in (tmp_path / out).iterdir() if p.is_dir()]
+    dirs = [p for p in (tmp_path / out).iterdir() if p.is_dir()] if (tmp_path / out).is_dir() else []
     return code, dirs[0] if dirs else None
 
 
@@ -42,10 +44,14 @@ def results(run_dir):
     return json.loads((run_dir / "results.json").read_text())
 
 
-def test_tpe_trials_refill_slots_until_the_budget_is_spent_and_storage_holds_them(tmp_path):
+def test_tpe_trials_refill_slots_until_the_budget_is_spent_and_storage_holds_them(tmp_path, capsys):
     db = f"sqlite:///{tmp_path / 'study.db'}"
     code, run_dir = search(tmp_path, "--trials", "6", "--k", "2", "--storage", db, "--wandb", "offline")
     assert code == 0
+    # The search's bar: trials ended of the budget, with done/pruned/running beside it.
+    pruned = sum(t["state"] == "pruned" for t in results(run_dir)["trials"])
+    assert re.search(rf"search tiny \(tpe\): 100%\|[^|]*\| 6/6 .*done 6, pruned {pruned}, running 0, best val",
+                     capsys.readouterr().err)
     r = results(run_dir)
     trials = r["trials"]
     assert sorted(t["number"] for t in trials) == list(range(6))
@@ -72,6 +78,15 @@ def test_tpe_trials_refill_slots_until_the_budget_is_spent_and_storage_holds_the
     for t in stored:
         if t.state == optuna.trial.TrialState.COMPLETE:
             assert t.value == pytest.approx(trials[t.number]["best_val_acc"])
+    # Each trial's user attributes (optuna-dashboard shows them): slot, run directory, W&B run id, and
+    # the PrivateTest accuracy of its best-epoch weights; the best trial's is the one the report gives.
+    wandb_ids = {d.name.split("-", 3)[-1] for d in (run_dir / "wandb").glob("offline-run-*")}
+    for t in stored:
+        a = t.user_attrs
+        assert a["slot"] == trials[t.number]["slot"] and a["run_dir"] == str(run_dir)
+        assert a["wandb_run_id"] in wandb_ids and a["wandb_run_id"].endswith(f"-t{t.number}")
+        assert a["test_acc"] == trials[t.number]["test_acc"] and (a["test_acc"] is None or 0 <= a["test_acc"] <= 1)
+    assert stored[r["best"]["trial"]].user_attrs["test_acc"] == pytest.approx(r["best"]["test_acc"])
     # One W&B run per trial, and the report's files.
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 6
     assert (run_dir / "plots" / "search_progress.png").is_file()
@@ -151,6 +166,11 @@ def test_pbt_records_lineage_and_traces_the_winners_schedule(tmp_path):
     ("model.knobs.hidden = { choice = [[16], [32]] }", "search.model.knobs.hidden: cannot be searched"),
     ("model.knobs.dropout = { uniform = [0.0, 1.5] }", "model.knobs.dropout = 1.5"),
     ("method = \"grid\"\noptimizer.lr = { uniform = [0.1, 0.2] }", "search.method = 'grid'"),
+    ("pruner = \"mean\"\noptimizer.lr = { uniform = [0.1, 0.2] }",
+     "search.pruner = 'mean': choose one of hyperband, successive_halving, median, none"),
+    ("n_startup_trial = 3\noptimizer.lr = { uniform = [0.1, 0.2] }", "search.n_startup_trial: unknown search option"),
+    ("n_startup_trials = -1\noptimizer.lr = { uniform = [0.1, 0.2] }", "search.n_startup_trials = -1: must be an integer >= 0"),
+    ("median_warmup_epochs = 1.5\noptimizer.lr = { uniform = [0.1, 0.2] }", "search.median_warmup_epochs = 1.5"),
 ])
 def test_bad_search_spaces_are_rejected_by_name(tmp_path, capsys, table, message):
     path = search_experiments_file(tmp_path, "[experiments.tiny.search]\n" + table + "\n")
@@ -175,3 +195,26 @@ def test_an_experiment_without_a_search_table_says_how_to_add_one(tmp_path, caps
     path.write_text(SEARCH_EXPERIMENT.split("[experiments.tiny.search]")[0])
     assert cli.main(["--search", "tiny", "--experiments", str(path), "--trials", "4", "--k", "2", *SMALL]) == 2
     assert "has no [experiments.tiny.search] table" in capsys.readouterr().err
+
+
+def test_median_pruner_and_tpe_startup_trials_come_from_the_search_table(tmp_path):
+    from fer_func.study.options import RunOptions, SearchOptions
+    table = ("[experiments.tiny.search]\npruner = \"median\"\nmedian_startup_trials = 2\nmedian_warmup_epochs = 1\n"
+             "n_startup_trials = 4\noptimizer.lr = { loguniform = [1e-4, 1e-1] }\n")
+    options = RunOptions(search=SearchOptions(name="tiny", trials=6, k=2), experiments=experiments_file(tmp_path, table),
+                         profile="full")
+    driver = search_run.make_driver(search_run.Setup(options), None, "median")  # None: an in-memory Optuna storage
+    pruner, sampler = driver.study.pruner, driver.study.sampler
+    assert isinstance(pruner, optuna.pruners.MedianPruner) and isinstance(sampler, optuna.samplers.TPESampler)
+    assert (pruner._n_startup_trials, pruner._n_warmup_steps, sampler._n_startup_trials) == (2, 1, 4)
+
+
+def test_a_study_name_the_storage_holds_is_refused_without_a_run_directory(tmp_path, capsys):
+    db = f"sqlite:///{tmp_path / 'search.db'}"
+    optuna.create_study(storage=db, study_name="faces")  # another search's study
+    code, run_dir = search(tmp_path, "--trials", "4", "--k", "2", "--storage", db, "--study-name", "faces")
+    assert code == 2 and run_dir is None  # nothing left behind under --out
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --study-name 'faces': --storage ") and "--resume" in err
+    assert cli.main(["--study", "lr", "--study-name", "x", *SMALL]) == 2
+    assert "--study-name only apply to --search" in capsys.readouterr().err

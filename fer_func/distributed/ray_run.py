@@ -71,12 +71,12 @@ def _reachable(address: str) -> None:
                           f"`ray start --head` and pass --ray auto, or pass --ray alone for a local instance") from None
 
 
-def run(options) -> Path:
+def run(options, **hooks) -> Path:
     """A ``--ray`` study run: study/run.py's ``run`` inside a Ray session, its populations as Ray tasks."""
     from fer_func.study import run as study_run
 
     with session(options.ray):
-        return study_run.run(options, ray_run=sys.modules[__name__])
+        return study_run.run(options, ray_run=sys.modules[__name__], **hooks)
 
 
 @contextlib.contextmanager

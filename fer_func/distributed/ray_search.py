@@ -49,7 +49,7 @@ def _worker(spec: dict, data) -> dict:
     placement = ray_run.start_worker(out / "placement.json", spec["device"], spec["cpus"])
     options = dataclasses.replace(spec["options"], resume=previous[-1] if previous else None)
     try:
-        run_dir = search_run.run(options, data=data)
+        run_dir = search_run.run(options, data=data, progress_bar=False)
     except BudgetSpent:  # it started after the other populations had asked for every trial
         return {"run_dir": None, "results": None, "placement": placement}
     results = json.loads((Path(run_dir) / "results.json").read_text())
@@ -76,6 +76,8 @@ def _run(options: RunOptions) -> Path:
     if resumed:
         run_dir, n_pop, journal = Path(options.resume), ray_saved["populations"], ray_saved["storage"]
     else:
+        if options.search.storage is not None:
+            search_run.refuse_taken_name(setup, options.search.storage)  # before the run directory exists
         n_pop = ray_run.device_count(resources)
         run_dir = search_run.new_run_dir(options.out, f"search-{setup.exp.name}-{setup.method}-ray")
     storage = ray_run.storage_dir(options, run_dir)
@@ -83,7 +85,7 @@ def _run(options: RunOptions) -> Path:
         journal = options.search.storage or str(storage / "optuna.journal")
         saved = {k: getattr(options, k) for k in search_run.SAVED}
         saved.update(experiments=str(options.experiments),
-                     search={**dataclasses.asdict(options.search), "storage": journal})
+                     search={**dataclasses.asdict(options.search), "storage": journal, "study_name": setup.study_name})
         checkpoint.atomic_write(run_dir / "run.json", json.dumps(saved, indent=1).encode())
         checkpoint.atomic_write(run_dir / RAY_JSON, json.dumps({
             "populations": n_pop, "storage": journal,
@@ -101,7 +103,7 @@ def _run(options: RunOptions) -> Path:
         out = storage / "populations" / f"p{i}"
         spec = {"out": str(out), "device": device.type, "cpus": resources["num_cpus"],
                 "options": dataclasses.replace(base, out=out, search=dataclasses.replace(
-                    options.search, storage=journal, worker=i))}
+                    options.search, storage=journal, worker=i, study_name=setup.study_name, join=True))}
         pending[task.remote(spec, data_ref)] = i
     outcomes = dict(ray_run.gather(pending, run_dir))
     results = merge([outcomes[i]["results"] for i in range(n_pop)], [outcomes[i]["placement"] for i in range(n_pop)],

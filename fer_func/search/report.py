@@ -8,7 +8,6 @@ accuracy; the best trial also gets its PrivateTest accuracy, from its best-epoch
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from fer_func import tree
 from fer_func.search.pbt import PBT
 from fer_func.study.checkpoint import atomic_write
 from fer_func.study.report import _clean
+from fer_func.study.tracking import run_id_for
 
 
 def _is_pbt(driver) -> bool:
@@ -132,10 +132,6 @@ def _machine(m) -> str:
     return f"{m.get('cpu')}, {m.get('host_cpus')} CPUs, GPU {m.get('gpu') or 'none'}, torch {m.get('torch')}"
 
 
-def wandb_id(run_name: str, key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{run_name}-{key}")[:64]
-
-
 class TrialRuns:
     """One W&B run per trial (per member for PBT), opened when it starts and closed when it ends.
 
@@ -148,7 +144,7 @@ class TrialRuns:
 
     def _run(self, key: str, name: str, config: dict):
         if key not in self.open:
-            self.open[key] = self.tracker.open_run(name, config, run_id=wandb_id(self.run_name, key))
+            self.open[key] = self.tracker.open_run(name, config, run_id=run_id_for(self.run_name, key))
         return self.open[key]
 
     def log(self, driver, pop, record):
@@ -164,6 +160,7 @@ class TrialRuns:
                 params = driver.trials[number]["params"]
                 key, name, config = f"t{number}", f"trial-{number}", {"trial": number, **params}
             row = {k: float(record[k][slot]) for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr")}
+            row["gap"] = row["train_acc"] - row["val_acc"]
             values = driver.values[slot] if _is_pbt(driver) else {}
             self._run(key, name, config).log({"epoch": pop.slot_epoch(slot) - 1, **row,
                                               **{f"hp/{k}": v for k, v in values.items()}})
@@ -180,8 +177,7 @@ class TrialRuns:
         for rec in events:
             run = self.open.pop(f"t{rec['number']}", None)
             if run is not None:
-                run.summary.update({"state": rec["state"], "best_val_acc": rec["best_val_acc"],
-                                    "epochs": len(rec["epochs"])})
+                run.summary.update({"state": rec["state"], "epochs": len(rec["epochs"])})  # val_acc.max: define_metric
                 run.finish()
 
     def close(self, results: dict):

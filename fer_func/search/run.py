@@ -19,6 +19,7 @@ from pathlib import Path
 
 import optuna
 import torch
+from tqdm import tqdm
 
 from fer_func import data as fer_data
 from fer_func.runtime import command, machine
@@ -33,10 +34,12 @@ from fer_func.study import checkpoint, experiments
 from fer_func.study.options import RunOptions, SearchOptions, resolve_device
 from fer_func.study.report import _clean, new_run_dir
 from fer_func.study.train import Interrupted, StopFlag
+from fer_func.study import tracking
 from fer_func.study.tracking import Tracker
 
 # What run.json keeps so --resume continues the same search on the same data.
-SAVED = ("data", "train_limit", "dtype", "profile", "precision", "experiments", "overrides", "search")
+SAVED = ("data", "train_limit", "dtype", "profile", "precision", "experiments", "overrides", "search",
+         "wandb_project", "wandb_entity")
 
 
 def storage_for(url: str):
@@ -79,6 +82,10 @@ class Setup:
                               f"pass --trials N with N > K or set search.trials")
         self.seed = int(self.table.get("seed", 0))
         self.worker = s.worker
+        self.study_name = s.study_name or f"fer-func-{self.exp.name}-{self.method}-s{self.seed}"
+        if s.study_name is not None and self.method == "pbt":
+            raise ConfigError(f"--study-name {s.study_name!r}: PBT keeps no Optuna study; drop --study-name or use "
+                              f"--method tpe or random")
         self.epochs = self.variant({p.key: p.values[0] for p in self.space.params}).epochs
         self.room = spaces.corners(self.space, self.table, experiment=self.exp.name, seed=self.seed, where=self.where)
 
@@ -86,32 +93,49 @@ class Setup:
         return spaces.variant(self.table, values, experiment=self.exp.name, seed=self.seed, where=self.where)
 
 
-def make_driver(setup: Setup, storage, study_name: str):
+def refuse_taken_name(setup: Setup, url: str) -> None:
+    """A new search must not add its trials to another search's study (its budget, its sampler's history):
+    a name ``url`` already holds is one ConfigError naming --study-name, before any run directory exists."""
+    if setup.method == "pbt" or setup.study_name not in optuna.study.get_all_study_names(storage_for(url)):
+        return
+    n = len(optuna.load_study(study_name=setup.study_name, storage=storage_for(url)).get_trials(deepcopy=False))
+    raise ConfigError(f"--study-name {setup.study_name!r}: --storage {url} already holds a study of that name "
+                      f"({n} trials); continue it with --resume RUN_DIR (the run directory that started it) "
+                      f"or pass another --study-name")
+
+
+def make_driver(setup: Setup, storage, study_name: str, attrs=lambda number: {}):
     if setup.method == "pbt":
         return PBT(setup.space, lambda values, slot: setup.variant(values), k=setup.k, epochs=setup.epochs,
                    seed=setup.seed)
-    pruner = make_pruner(setup.space.option("pruner"), setup.epochs, setup.space.option("reduction_factor"))
+    option = setup.space.option
+    pruner = make_pruner(option("pruner"), setup.epochs, option("reduction_factor"),
+                         median_startup_trials=option("median_startup_trials"),
+                         median_warmup_epochs=option("median_warmup_epochs"))
     # Populations sharing one study (--ray) sample with different seeds, or random search would repeat itself.
-    sampler = make_sampler(setup.method, setup.seed + 1009 * setup.worker)
+    sampler = make_sampler(setup.method, setup.seed + 1009 * setup.worker, option("n_startup_trials"))
     study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner,
                                 study_name=study_name, direction="maximize", load_if_exists=True)
     return TrialSearch(setup.space, study, lambda values, number: setup.variant(values),
-                       trials=setup.trials, k=setup.k, epochs=setup.epochs)
+                       trials=setup.trials, k=setup.k, epochs=setup.epochs, attrs=attrs)
 
 
 def _resolve(options: RunOptions) -> RunOptions:
     if options.resume is not None:
         saved = json.loads((Path(options.resume) / "run.json").read_text())
         saved["search"] = SearchOptions(**saved["search"])
+        saved.setdefault("wandb_project", None), saved.setdefault("wandb_entity", None)  # older run.json
         saved["experiments"], saved["overrides"] = Path(saved["experiments"]), tuple(saved["overrides"])
         return dataclasses.replace(options, **saved)
     profile = experiments.profile_of(options.experiments, options.profile_name)
-    return dataclasses.replace(options, profile=profile.name, train_limit=options.train_limit or profile.train_limit)
+    return dataclasses.replace(options, profile=profile.name, train_limit=options.train_limit or profile.train_limit,
+                               wandb_project=tracking.project_name(options.wandb_project),
+                               wandb_entity=tracking.entity_name(options.wandb_entity))
 
 
-def run(options: RunOptions, data=None) -> Path:
+def run(options: RunOptions, data=None, progress_bar: bool = True) -> Path:
     """The search ``options`` ask for; ``data``: the data set already loaded (a Ray worker's, from the
-    object store), else loaded from ``options.data``."""
+    object store), else loaded from ``options.data``. ``progress_bar=False``: no bars (Ray workers)."""
     started = time.perf_counter()
     options = _resolve(options)
     device = resolve_device(options.device)
@@ -125,15 +149,20 @@ def run(options: RunOptions, data=None) -> Path:
     if options.resume is not None:
         run_dir = Path(options.resume)
     else:
+        if options.search.storage is not None and not options.search.join:
+            refuse_taken_name(setup, options.search.storage)  # before the run directory exists
         run_dir = new_run_dir(options.out, f"search-{setup.exp.name}-{setup.method}")
         saved = {k: getattr(options, k) for k in SAVED}
         saved["experiments"], saved["search"] = str(saved["experiments"]), dataclasses.asdict(saved["search"])
+        saved["search"]["study_name"] = setup.study_name
         if saved["search"]["storage"] is None and setup.method != "pbt":
             saved["search"]["storage"] = str(run_dir / "optuna.journal")
         checkpoint.atomic_write(run_dir / "run.json", json.dumps(saved, indent=1).encode())
         options = _resolve(dataclasses.replace(options, resume=run_dir))
     storage = storage_for(options.search.storage) if setup.method != "pbt" else None
-    driver = make_driver(setup, storage, f"fer-func-{setup.exp.name}-{setup.method}-s{setup.seed}")
+    tracked = options.wandb != "disabled"
+    driver = make_driver(setup, storage, setup.study_name, attrs=lambda number: {
+        "run_dir": str(run_dir), **({"wandb_run_id": tracking.run_id_for(run_dir.name, f"t{number}")} if tracked else {})})
     print(f"search {setup.exp.name}: {setup.method}, K={setup.k}"
           + (f", {setup.trials} trials" if setup.method != "pbt" else f", {setup.epochs} epochs")
           + f"; data: {data.describe()}; run directory: {run_dir}", flush=True)
@@ -156,20 +185,47 @@ def run(options: RunOptions, data=None) -> Path:
                    "epochs_per_trial": setup.epochs, "profile": options.profile, "data": data.describe(),
                    "space": [dataclasses.asdict(p) for p in setup.space.params], "seed": setup.seed,
                    "population_epochs": 0, "wall_s": 0.0, "compile_s": None}
-    with Tracker(options.wandb, run_dir, group=run_dir.name) as tracker, StopFlag() as stop:
+    with Tracker(options.wandb, run_dir, project=options.wandb_project, entity=options.wandb_entity,
+                 group=run_dir.name) as tracker, StopFlag() as stop:
         runs = report.TrialRuns(tracker, run_dir.name)
-        _loop(pop, driver, setup, runs, stop, ckpt, run_dir, results, started)
+        _loop(pop, driver, setup, runs, stop, ckpt, run_dir, results, started, progress_bar)
         report.finish(pop, driver, results, runs, time.perf_counter() - started)
     report.write(run_dir, results)
     print((run_dir / "summary.md").read_text())
     return run_dir
 
 
-def _loop(pop, driver, setup, runs, stop, ckpt, run_dir, results, started):
+def _trial_bar(driver, setup, progress_bar: bool):
+    """The search's bar: trials ended out of the budget (Optuna; its postfix: done, pruned, running, best
+    val), or PBT's epochs."""
+    pbt = setup.method == "pbt"
+    return tqdm(total=setup.epochs if pbt else setup.trials, unit="epoch" if pbt else "trial", position=0,
+                desc=f"search {setup.exp.name} ({setup.method})", dynamic_ncols=True, leave=True,
+                disable=not progress_bar)
+
+
+def _show(bar, driver, setup):
+    if setup.method == "pbt":
+        bar.update(driver.epoch - bar.n)
+        return
+    ended = [t for t in driver.trials.values() if t["state"] != "running"]
+    best = max((t["best_val_acc"] for t in driver.trials.values() if t["best_val_acc"] is not None), default=None)
+    bar.update(len(ended) - bar.n)
+    bar.set_postfix_str(f"done {len(ended)}, pruned {sum(t['state'] == 'pruned' for t in ended)}, running "
+                        f"{sum(t['state'] == 'running' for t in driver.trials.values())}"
+                        + ("" if best is None else f", best val {100 * best:.1f}%"))
+
+
+def _loop(pop, driver, setup, runs, stop, ckpt, run_dir, results, started, progress_bar: bool = True):
     t_prev = results["wall_s"]
-    with checkpoint.BackgroundSaver() as saver:  # each epoch's checkpoint is written while the next trains
+    with checkpoint.BackgroundSaver() as saver, _trial_bar(driver, setup, progress_bar) as bar, \
+            tqdm(total=pop.plan.steps_per_epoch, unit="step", position=1, leave=False, dynamic_ncols=True,
+                 disable=not progress_bar) as steps:  # each epoch's checkpoint is written while the next trains
+        _show(bar, driver, setup)
         while not driver.done:
-            record = pop.train_epoch(stop=lambda: stop.set)
+            steps.reset()
+            steps.set_description_str(f"population epoch {pop.epoch + 1}")
+            record = pop.train_epoch(stop=lambda: stop.set, progress=lambda done: steps.update(done - steps.n))
             if record is None:  # Ctrl-C mid-epoch: the population pauses exactly there
                 saver.wait()
                 checkpoint.save(ckpt, _payload(pop, driver, results))
@@ -181,7 +237,8 @@ def _loop(pop, driver, setup, runs, stop, ckpt, run_dir, results, started):
             results["population_epochs"] = pop.epoch
             results["wall_s"] = t_prev + time.perf_counter() - started
             report.progress(driver, results)
-            print(report.epoch_line(driver, pop, record), flush=True)
+            _show(bar, driver, setup)
+            bar.write(report.epoch_line(driver, pop, record))
             saver.save(ckpt, _payload(pop, driver, results))
             report.write_progress(run_dir, results)
             if stop.set:

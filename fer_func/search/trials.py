@@ -10,7 +10,9 @@ Optuna proposes (``study.ask`` with the space's distributions: TPE, random, any 
 decides what stops (``trial.report`` each epoch, then the study's pruner). The population only
 changes which trial a slot holds, in place on the device (``Population.assign``), so nothing
 recompiles. A trial's value is its best validation accuracy over its epochs; a trial that
-diverges is pruned at once. The budget is ``trials`` trials in the study (a shared ``--storage``
+diverges is pruned at once. Its user attributes (what optuna-dashboard shows beside the params) hold
+``slot``, whatever ``attrs(number)`` adds (the run directory, the W&B run id) and, once it ends,
+``test_acc``: PrivateTest accuracy of its best-epoch weights (reported, never used to choose). The budget is ``trials`` trials in the study (a shared ``--storage``
 counts every process's); when none is left a slot freezes, and the search ends when every slot has.
 """
 from __future__ import annotations
@@ -28,14 +30,17 @@ from fer_func.study.space import Space
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def make_sampler(method: str, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(method: str, seed: int, n_startup_trials: int = 10) -> optuna.samplers.BaseSampler:
     if method == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # constant_liar: running trials count as "bad so far", so K trials asked together spread out.
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=n_startup_trials)
 
 
-def make_pruner(name: str, epochs: int, reduction_factor: int) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, epochs: int, reduction_factor: int, *, median_startup_trials: int = 5,
+                median_warmup_epochs: int = 0) -> optuna.pruners.BasePruner:
+    if name == "median":  # a trial whose epoch is below the median of earlier trials at that epoch stops
+        return optuna.pruners.MedianPruner(n_startup_trials=median_startup_trials, n_warmup_steps=median_warmup_epochs)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=reduction_factor)
     if name == "successive_halving":
@@ -49,8 +54,9 @@ class BudgetSpent(ConfigError):
 
 
 class TrialSearch:
-    def __init__(self, space: Space, study: optuna.Study, make_variant, *, trials: int, k: int, epochs: int):
-        self.space, self.study, self.make_variant = space, study, make_variant
+    def __init__(self, space: Space, study: optuna.Study, make_variant, *, trials: int, k: int, epochs: int,
+                 attrs=lambda number: {}):
+        self.space, self.study, self.make_variant, self.attrs = space, study, make_variant, attrs
         self.n_trials, self.k, self.epochs = trials, k, epochs
         self.slot_trial: list[int | None] = [None] * k   # trial number each slot holds (None: frozen)
         self.trials: dict[int, dict] = {}                # trial number -> its record (report.py reads these)
@@ -73,6 +79,8 @@ class TrialSearch:
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             return None
         variant = self.make_variant(trial.params, trial.number)
+        for key, value in {"slot": slot, **self.attrs(trial.number)}.items():
+            trial.set_user_attr(key, value)
         self._live[trial.number] = trial
         self.trials[trial.number] = {"number": trial.number, "params": dict(trial.params), "slot": slot,
                                      "started_epoch": epoch, "state": "running", "epochs": [],
@@ -105,7 +113,7 @@ class TrialSearch:
     def after_epoch(self, pop, record: dict) -> list[dict]:
         """Report each running trial's epoch, stop the ones the pruner (or divergence, or the last
         epoch) ends, tell Optuna, and refill their slots. Returns the finished trials' records."""
-        finished = []
+        finished, tests = [], []  # tests: every slot's best-epoch PrivateTest accuracy, once per epoch, when needed
         best_acc = pop.best["val_acc"].cpu()
         for slot, number in enumerate(self.slot_trial):
             if number is None:
@@ -119,6 +127,10 @@ class TrialSearch:
             trial.report(row["val_acc"] if not diverged else 0.0, epoch)
             if diverged or epoch >= self.epochs or trial.should_prune():
                 state = "complete" if epoch >= self.epochs and not diverged else ("diverged" if diverged else "pruned")
+                if not tests:  # before any slot is refilled: one eval of every slot's best weights
+                    tests.append(pop.evaluate("test", pop.best["params"], pop.best["model_state"])["acc"])  # numpy (K,)
+                rec["test_acc"] = float(tests[0][slot]) if rec["best_epoch"] >= 0 else None
+                trial.set_user_attr("test_acc", rec["test_acc"])
                 self._finish(pop, slot, number, state)
                 finished.append(rec)
                 variant = self._ask(slot, pop.epoch)

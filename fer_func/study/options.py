@@ -52,6 +52,9 @@ class SearchOptions:
     method: str | None = None      # tpe | random | pbt (default: the table's `method`, else tpe)
     storage: str | None = None     # any Optuna storage URL or a *.journal path (default: the run directory's)
     worker: int = 0                # which of several populations sharing one study (--ray): offsets the sampler's seed
+    study_name: str | None = None  # the Optuna study's name (default fer-func-EXPERIMENT-METHOD-sSEED); a name the
+                                   # storage already holds is refused unless --resume (or join)
+    join: bool = False             # a --ray population: joins the study its driver checked, instead of refusing it
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ class RunOptions:
     precision: str | None = None       # fp32, tf32 or bf16 (population/precision.py); None: tf32 on CUDA, else fp32
     cuda_graphs: bool = False          # replay the compiled step as a CUDA graph (CUDA only)
     wandb: str = "offline"             # "offline" (sync later), "online" or "disabled"
+    wandb_project: str | None = None   # None: $WANDB_PROJECT, else "fer-func" (tracking.project); a resumed run keeps its own
+    wandb_entity: str | None = None    # None: $WANDB_ENTITY, else wandb's default entity (your user)
     out: Path = Path("runs")           # each run gets a fresh directory under here
     overrides: tuple[str, ...] = ()    # --set KEY=VALUE, applied in order (epochs comes last)
     bench: BenchOptions | None = None  # set by --bench
@@ -116,6 +121,9 @@ def check(options: RunOptions) -> RunOptions:
             raise ConfigError(f"--resume {str(options.resume)!r}: no config.toml there; pass a run directory written by runner.py")
         if options.overrides or options.seeds != 1 or options.epochs is not None or options.cv is not None:
             raise ConfigError("--resume continues a run as configured; --set, --seeds, --epochs and --cv cannot change it")
+        if options.wandb_project is not None or options.wandb_entity is not None:
+            raise ConfigError("--resume continues the run's own W&B runs (project and entity in its run.json); "
+                              "drop --wandb-project and --wandb-entity")
     for name, value in [("--epochs", options.epochs), ("--train-limit", options.train_limit), ("--seeds", options.seeds),
                         ("--max-k", options.max_k), ("--ray-cpus-per-population", options.ray_cpus)]:
         if value is not None and value < 1:

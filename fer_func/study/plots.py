@@ -154,3 +154,21 @@ def accuracy_bars(path, labels, means, halves, reference, groups=None, title: st
     ax.set(xlabel="best validation accuracy %", title=title or "best validation accuracy per configuration")
     ax.legend(fontsize="small", loc="lower right")
     return _save(fig, path)
+
+
+def predictions(path, images, true, pred, classes, cols: int = 7, title: str = "") -> Path:
+    """A grid of faces (uint8 (N, 48, 48)), each titled with its predicted and true class: green when
+    they agree, red when not."""
+    n = len(images)
+    rows = max(1, math.ceil(n / cols))
+    fig = Figure(figsize=(1.3 * cols, 1.55 * rows + 0.4), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if k < n:
+            ax.imshow(images[k], cmap="gray", vmin=0, vmax=255)
+            right = int(pred[k]) == int(true[k])
+            ax.set_title(f"{classes[int(pred[k])]}\n(true {classes[int(true[k])]})", fontsize=7,
+                         color="tab:green" if right else "tab:red")
+    fig.suptitle(title or "PrivateTest: predicted (true)", fontsize=9)
+    return _save(fig, path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from contextlib import ExitStack, closing
 import json
 import threading
 import time
@@ -27,6 +28,8 @@ from fer_func.study import checkpoint, ensembles, experiments, report
 from fer_func.population import precision as precisions
 from fer_func.study.estimate import peak_gmacs
 from fer_func.study.options import RunOptions, resolve_device
+from fer_func.study.progress import RunProgress
+from fer_func.study import tracking
 from fer_func.study.tracking import Tracker
 from fer_func.study.train import StopFlag, train_population
 
@@ -37,6 +40,8 @@ logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 # Options a resumed run takes from run.json: they decide the numbers, so they cannot change mid-run.
 RESUMED = ("data", "train_limit", "dtype", "profile", "precision", "max_k")
+# And the W&B project and entity: a resumed run continues its own W&B runs (fixed ids, tracking.py).
+TRACKED = ("wandb_project", "wandb_entity")
 
 
 def _label(options: RunOptions) -> str:
@@ -58,19 +63,22 @@ def _resolve(options: RunOptions) -> RunOptions:
     """Fix the profile and the training subset it implies, so run.json records what ran."""
     if options.resume is not None:  # the data, dtype, profile and precision the run started with, whatever this command says
         saved = json.loads((Path(options.resume) / "run.json").read_text())
-        return dataclasses.replace(options, **{k: saved.get(k) for k in RESUMED})
+        return dataclasses.replace(options, **{k: saved.get(k) for k in RESUMED + TRACKED})
     profile = experiments.profile_of(options.experiments, options.profile_name)
     return dataclasses.replace(options, profile=profile.name,
-                               train_limit=options.train_limit or profile.train_limit)
+                               train_limit=options.train_limit or profile.train_limit,
+                               wandb_project=tracking.project_name(options.wandb_project),
+                               wandb_entity=tracking.entity_name(options.wandb_entity))
 
 
-def run(options: RunOptions, *, ray_run=None) -> Path:
+def run(options: RunOptions, *, ray_run=None, model_artifacts=None) -> Path:
     """Train the run ``options`` asks for and write its report; returns the run directory.
 
     ``options.ray`` (``--ray``) trains each population as a Ray task: that run starts at
     ``fer_func.distributed.ray_run.run(options)``, which opens the Ray session and passes itself in as
     ``ray_run`` (its ``device_and_resources`` and ``populations``), so this module never imports the
-    distributed layer above it."""
+    distributed layer above it. ``model_artifacts(tracker, results, data)``, when given (the CLI gives
+    fer_func.use.artifacts.log_models), logs each variant's best network to W&B once the report is written."""
     if options.ray is not None and ray_run is None:
         raise ValueError(f"options.ray = {options.ray!r}: a --ray run starts at "
                          f"fer_func.distributed.ray_run.run(options), which opens the Ray session")
@@ -104,7 +112,7 @@ def run(options: RunOptions, *, ray_run=None) -> Path:
         run_dir = report.new_run_dir(options.out, _label(options))
         report.write_config(run_dir, variants, profile=options.profile)
         checkpoint.atomic_write(run_dir / "run.json", json.dumps({
-            **{k: getattr(options, k) for k in RESUMED}, "ensembles": chosen,
+            **{k: getattr(options, k) for k in RESUMED + TRACKED}, "ensembles": chosen,
             "ray_storage": None if options.ray_storage is None else str(options.ray_storage)}).encode())
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     clock = WallClock(run_dir, started)
@@ -131,7 +139,8 @@ def run(options: RunOptions, *, ray_run=None) -> Path:
         report.write_progress(run_dir, results)
 
     try:
-        with Tracker(options.wandb, run_dir, group=run_dir.name) as tracker, StopFlag() as stop:
+        with Tracker(options.wandb, run_dir, project=options.wandb_project, entity=options.wandb_entity,
+                     group=run_dir.name) as tracker, StopFlag() as stop, ExitStack() as stack:
             for group in groups:
                 model = build_from(group[0].model)
                 for v in group:
@@ -142,8 +151,9 @@ def run(options: RunOptions, *, ray_run=None) -> Path:
                 outcomes = ray_run.populations(options, run_dir, groups, data, device, resources, need, chosen,
                                                stop=lambda: stop.set)
             else:
+                bars = stack.enter_context(closing(RunProgress(groups, int(data.labels["train"].shape[0]))))
                 outcomes = (train_population(groups[g], g, len(groups), data, options, device, run_dir, need, chosen,
-                                             stop=lambda: stop.set,
+                                             stop=lambda: stop.set, progress=bars,
                                              on_epoch=lambda record, group=groups[g]: (
                                                  _record_epoch(record, group, entries, tracker), progress()))
                             for g in range(len(groups)))
@@ -158,10 +168,12 @@ def run(options: RunOptions, *, ray_run=None) -> Path:
             for v in results["variants"]:
                 v["final"].update(tta.get(v["id"], {}))
             results["timing"]["wall_s"] = clock.total()
+            report.write_run(run_dir, results)  # W&B's model artifacts and figures come from these files
+            if model_artifacts is not None:  # each variant's best network to W&B (use/artifacts.py, from the CLI)
+                model_artifacts(tracker, results, data)
             tracker.finish(results)
     finally:
         clock.stop()  # an interrupted run's time counts too
-    report.write_run(run_dir, results)
     print((run_dir / "summary.md").read_text())
     return run_dir
 

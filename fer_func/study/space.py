@@ -35,13 +35,17 @@ if TYPE_CHECKING:
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 METHODS = ("tpe", "random", "pbt")
+PRUNERS = ("hyperband", "successive_halving", "median", "none")
 # Search options (not settings), with their defaults: what each one is for.
 OPTIONS = {
     "method": "tpe",            # tpe | random (Optuna samplers, pruned trials in slots) | pbt
     "trials": 0,                # Optuna: trials in the budget (0: --trials must give it)
     "k": 0,                     # slots trained at once (0: --k must give it)
-    "pruner": "hyperband",      # Optuna: hyperband | successive_halving | none
-    "reduction_factor": 3,      # Optuna pruners' eta: keep the top 1/eta at each rung
+    "pruner": "hyperband",      # Optuna: hyperband | successive_halving | median | none
+    "reduction_factor": 3,      # hyperband, successive_halving: keep the top 1/eta at each rung
+    "median_startup_trials": 5,  # median: trials that finish before it prunes anything (Optuna's n_startup_trials)
+    "median_warmup_epochs": 0,  # median: a trial's first epochs are never pruned (Optuna's n_warmup_steps)
+    "n_startup_trials": 10,     # tpe: random trials before TPE models the results (Optuna's default, 10)
     "interval": 1,              # pbt: epochs between ready points
     "quantile": 0.25,           # pbt: the bottom quantile copies the top quantile
     "resample": 0.25,           # pbt: probability that explore resamples a value instead of perturbing it
@@ -124,6 +128,9 @@ def parse(where: str, table) -> Space:
     for key, spec in _flatten(where, table):
         if key in OPTIONS:
             options[key] = _option(where, key, spec)
+        elif "." not in key and not isinstance(spec, dict):  # a misspelt option: a setting takes a distribution
+            raise ConfigError(f"{where}: search.{key}: unknown search option; options are {', '.join(OPTIONS)}, "
+                              f"settings are dotted paths such as optimizer.lr")
         else:
             params.append(_param(where, key, spec))
     if not params:
@@ -155,8 +162,8 @@ def _option(where: str, key: str, value):
         if value not in METHODS:
             raise ConfigError(f"{where}: search.method = {value!r}: choose one of {', '.join(METHODS)}")
     elif key == "pruner":
-        if value not in ("hyperband", "successive_halving", "none"):
-            raise ConfigError(f"{where}: search.pruner = {value!r}: choose hyperband, successive_halving or none")
+        if value not in PRUNERS:
+            raise ConfigError(f"{where}: search.pruner = {value!r}: choose one of {', '.join(PRUNERS)}")
     elif key == "perturb":
         if not (isinstance(value, list) and value and all(isinstance(x, (int, float)) and x > 0 for x in value)):
             raise ConfigError(f"{where}: search.perturb = {value!r}: must be a list of positive factors, e.g. [0.8, 1.2]")
@@ -167,7 +174,8 @@ def _option(where: str, key: str, value):
             raise ConfigError(f"{where}: search.{key} = {value!r}: must be a number in "
                               f"{'(0, 0.5]' if key == 'quantile' else '[0, 1]'}")
     else:  # integer counts: trials and k may be 0 (then the command line gives them)
-        least = {"trials": 0, "k": 0, "reduction_factor": 2, "interval": 1}[key]
+        least = {"trials": 0, "k": 0, "reduction_factor": 2, "interval": 1, "median_startup_trials": 0,
+                 "median_warmup_epochs": 0, "n_startup_trials": 0}[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ConfigError(f"{where}: search.{key} = {value!r}: must be an integer >= {least}")
     return value

@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from fer_func.population import Population, compaction
 from fer_func.runtime import program
 from fer_func.study import checkpoint, ensembles
 from fer_func.study.options import RunOptions
+from fer_func.study.progress import RunProgress
 
 
 class Interrupted(KeyboardInterrupt):
@@ -54,7 +54,7 @@ class StopFlag:
 
 def train_population(group, g: int, n_groups: int, data, options: RunOptions, device, run_dir, need, chosen, *,
                      checkpoints=None, stop=lambda: False, on_epoch=lambda record: None,
-                     progress_bar: bool = True) -> dict:
+                     progress_bar: bool = True, progress: RunProgress | None = None) -> dict:
     """Build population ``g`` of ``group``, train it from its checkpoint (if any) to the end, release it.
 
     The unit a local run loops over and a Ray worker runs (fer_func/distributed): ``on_epoch(record)``
@@ -75,7 +75,13 @@ def train_population(group, g: int, n_groups: int, data, options: RunOptions, de
     pop.wall_s = lambda: before + time.perf_counter() - t0
     store: dict = {}
     with checkpoint.BackgroundSaver() as saver:  # each epoch's checkpoint is written while the next trains,
-        _train(pop, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progress_bar, options.compact)
+        own = progress is None  # no run-wide bar (a Ray worker, a direct call): this population's alone
+        progress = RunProgress([], 0, enabled=progress_bar) if own else progress
+        try:
+            _train(pop, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progress, options.compact)
+        finally:
+            if own:
+                progress.close()
         finished, probs = pop.finish(with_probs=True)  # and the last one while the best networks are tested
         ensembles.collect(pop, group, need, chosen, store, probs)  # PrivateTest probabilities, while pop is here
     finals = [{**{k: final[k] for k in ("train_acc", "val_acc", "test_acc", "best_epoch", "gap", "per_class",
@@ -100,38 +106,33 @@ def achieved_gmacs(pop) -> float | None:
     return 3 * images * pop.model.macs / seconds / 1e9 if seconds > 0 else None
 
 
-def _train(pop, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progress_bar, compact):
+def _train(pop, g, n_groups, stop, ckpt, saver, run_dir, on_epoch, progress, compact):
     plan = pop.plan
-    while pop.epoch < plan.epochs and not pop.all_stopped:  # every variant stopped early: the population ends
-        desc = f"pop {g + 1}/{n_groups} {plan.model.name} K={len(pop.live)} epoch {pop.epoch + 1}/{plan.epochs}"
-        with tqdm(total=plan.steps_per_epoch, initial=pop.step_in_epoch, desc=desc, unit="step",
-                  dynamic_ncols=True, leave=True, disable=not progress_bar) as bar:
+    with progress.population(pop, g, n_groups) as bar:
+        while pop.epoch < plan.epochs and not pop.all_stopped:  # every variant stopped early: the population ends
+            bar.next_epoch()
             first, start = pop.timing["steps"] == 0, pop.step_in_epoch
 
-            def progress(done):
+            def steps(done):
                 if first and done == start + 1 and pop.compile:  # the first step includes torch.compile: show it apart
-                    bar.set_postfix_str(f"first step (compile) {pop.timing['compile_s']:.1f}s")
-                bar.update(done - bar.n)
+                    bar.note(f"first step (compile) {pop.timing['compile_s']:.1f}s")
+                bar.step(done)
 
-            record = pop.train_epoch(progress=progress, stop=stop)
+            record = pop.train_epoch(progress=steps, stop=stop)
             if record is None:  # Ctrl-C mid-epoch: this checkpoint is on disk before the run says so
                 saver.wait()
                 pop.timing["wall_s"] = pop.wall_s()
                 checkpoint.save(ckpt, pop.state_dict())
                 raise Interrupted.at(run_dir)
-            best = float(record["val_acc"].max())
-            samples = plan.micro_batch * plan.steps_per_epoch * len(pop.live)
-            compiled = f"compile {pop.timing['compile_s']:.1f}s, " if pop.compile else ""
-            bar.set_postfix_str(f"{compiled}{samples / record['epoch_s']:.0f} variant-samples/s, "
-                                f"best val {100 * best:.1f}%")
-        live = int((~pop.ended()).sum())
-        if compact and compaction.worth_it(len(pop.live), live, record["epoch_s"], plan.epochs - pop.epoch,
-                                           pop.timing["compile_s"] + (pop.timing.get("eval_compile_s") or 0.0)):
-            print(f"pop {g + 1}/{n_groups}: {len(pop.live) - live} variants ended; continuing with the {live} live "
-                  f"ones (compiles the step for K={live})", flush=True)
-            pop.compact()
-        pop.timing["wall_s"] = pop.wall_s()
-        saver.save(ckpt, pop.state_dict())
-        on_epoch(record)
-        if stop():
-            raise Interrupted.at(run_dir)
+            bar.epoch_done(record)
+            live = int((~pop.ended()).sum())
+            if compact and compaction.worth_it(len(pop.live), live, record["epoch_s"], plan.epochs - pop.epoch,
+                                               pop.timing["compile_s"] + (pop.timing.get("eval_compile_s") or 0.0)):
+                bar.bar.write(f"pop {g + 1}/{n_groups}: {len(pop.live) - live} variants ended; continuing with the "
+                              f"{live} live ones (compiles the step for K={live})")
+                pop.compact()
+            pop.timing["wall_s"] = pop.wall_s()
+            saver.save(ckpt, pop.state_dict())
+            on_epoch(record)
+            if stop():
+                raise Interrupted.at(run_dir)

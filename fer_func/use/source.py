@@ -39,10 +39,13 @@ def _variants(run_dir: Path) -> list[VariantConfig]:
         raise UseError(f"{run_dir}: cannot read config.toml: {e}") from None
 
 
-def _locate(variants, results) -> dict[str, tuple[int, int, VariantConfig]]:
-    """``{variant id: (population, row, config)}``, as run.py grouped them."""
+def _locate(variants, results, run_dir: Path) -> dict[str, tuple[int, int, VariantConfig]]:
+    """``{variant id: (population, row, config)}``, as run.py grouped them (split by the run's --max-k)."""
+    run_json = run_dir / "run.json"
+    max_k = json.loads(run_json.read_text()).get("max_k") if run_json.is_file() else None
     where = {experiments.variant_id(v): (g, i, v)
-             for g, group in enumerate(experiments.populations(variants)) for i, v in enumerate(group)}
+             for g, group in enumerate(experiments.split(experiments.populations(variants), max_k))
+             for i, v in enumerate(group)}
     for entry in results.get("variants", []):
         g = where.get(entry["id"], (None,))[0]
         if g is not None and entry.get("population", g) != g:
@@ -88,6 +91,20 @@ def _architecture(v: VariantConfig) -> tuple:
     return v.model.name, tuple(sorted((k, str(x)) for k, x in model.knobs.items() if k not in model.dropout_knobs))
 
 
+def every(run_dir) -> dict[str, Member | UseError]:
+    """Every variant's Member, or the UseError that says why it has none (it never reached a finite
+    validation accuracy): W&B's model artifacts (fer_func/study/tracking.py). One load per checkpoint."""
+    run_dir = Path(run_dir)
+    variants, results = _variants(run_dir), _results(run_dir)
+    where, finals, cache, out = _locate(variants, results, run_dir), _final(results), {}, {}
+    for vid in where:
+        try:
+            out[vid] = _member(run_dir, vid, where, finals, cache)
+        except UseError as e:
+            out[vid] = e
+    return out
+
+
 def select(run_dir, which: str = "best") -> tuple[list[Member], list[dict]]:
     """``(members, left_out)`` for ``which`` = a variant id, ``"best"`` or ``"ensemble"``.
 
@@ -103,7 +120,7 @@ def select(run_dir, which: str = "best") -> tuple[list[Member], list[dict]]:
         return trial.best(run_dir, which)
     variants = _variants(run_dir)
     results = _results(run_dir)
-    where, finals = _locate(variants, results), _final(results)
+    where, finals = _locate(variants, results, run_dir), _final(results)
     cache: dict = {}
     if which not in ("best", "ensemble"):
         if which not in where:
