@@ -79,6 +79,22 @@ def tiny_fer2013(path, sizes=(("Training", 256), ("PublicTest", 64), ("PrivateTe
     return path
 
 
+# For tests that need a fresh process: script lines that build a tiny random FER split (``data``) and two
+# regularized-CNN variants that differ in seed (``variants``); the child script goes on from there.
+TINY_POPULATION_SETUP = textwrap.dedent("""
+    import torch
+    from fer_func.config import ModelConfig, OptimizerConfig, VariantConfig
+    from fer_func.data.dataset import FERData
+    from fer_func.population import Population
+    g = torch.Generator().manual_seed(0)
+    split = lambda n: (torch.randint(0, 256, (n, 48, 48), dtype=torch.uint8, generator=g), torch.randint(0, 7, (n,), generator=g))
+    (tx, ty), (vx, vy), (sx, sy) = split(64), split(24), split(24)
+    data = FERData(images={"train": tx, "val": vx, "test": sx}, labels={"train": ty, "val": vy, "test": sy}, source="random")
+    model = ModelConfig("regularized_cnn", {"channels": [2, 3], "convs_per_block": 1, "fc": [4], "dropout_conv": 0.2, "dropout_fc": 0.5})
+    variants = [VariantConfig(model=model, epochs=1, batch_size=16, seed=s, optimizer=OptimizerConfig("adam", lr=1e-3)) for s in range(2)]
+""")
+
+
 QUICK = ["--no-compile", "--dtype", "float64", "--wandb", "disabled", "--epochs", "1", "--device", "cpu"]
 TINY = """
 [experiments.tiny]

@@ -71,7 +71,7 @@ def test_list(capsys):
 
 def test_dispatch_to_run(monkeypatch, capsys, tmp_path):
     seen = []
-    fake_module(monkeypatch, "fer_func.study.run", run=lambda options: seen.append(options) or tmp_path / "run1")
+    fake_module(monkeypatch, "fer_func.study.run", run=lambda options, **hooks: seen.append(options) or tmp_path / "run1")
     assert cli.main(["--study", "optimizer", "--device", "cpu", "--set", "optimizer.beta2=0.99"]) == 0
     assert seen == [RunOptions(study="optimizer", device="cpu", overrides=("optimizer.beta2=0.99",))]
     assert f"run directory: {tmp_path / 'run1'}" in capsys.readouterr().out
@@ -111,7 +111,7 @@ def _data_error():
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
 ])
 def test_user_errors_are_one_line(argv, message, capsys, monkeypatch):
-    fake_module(monkeypatch, "fer_func.study.run", run=lambda options: pytest.fail("run() must not be reached"))
+    fake_module(monkeypatch, "fer_func.study.run", run=lambda options, **hooks: pytest.fail("run() must not be reached"))
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err == f"error: {err[7:]}" and err.count("\n") == 1 and message in err, err
@@ -122,7 +122,7 @@ def test_errors_raised_by_run_are_one_line(error, capsys, monkeypatch):
     if error is None:
         pytest.skip("fer_func.data.DataError is not available")
 
-    def run(options):
+    def run(options, **hooks):
         raise error("train_limit = 0: must be positive")
     fake_module(monkeypatch, "fer_func.study.run", run=run)
     assert cli.main(["--experiment", "01", "--device", "cpu"]) == 2
@@ -200,7 +200,7 @@ def test_own_experiments_file_without_profiles_runs_as_written(monkeypatch, tmp_
     path = tmp_path / "exp.toml"
     path.write_text(OWN_FILE)
     seen = []
-    fake_module(monkeypatch, "fer_func.study.run", run=lambda options: seen.append(options) or tmp_path)
+    fake_module(monkeypatch, "fer_func.study.run", run=lambda options, **hooks: seen.append(options) or tmp_path)
     assert cli.main(["--experiment", "demo", "--experiments", str(path), "--device", "cpu"]) == 0, capsys.readouterr().err
     assert seen[0].profile_name == "full"
     assert cli.main(["--list", "--experiments", str(path), "--device", "cpu"]) == 0
@@ -211,7 +211,7 @@ def test_own_experiments_file_without_profiles_runs_as_written(monkeypatch, tmp_
 
 
 def test_set_errors_name_the_set_not_the_file(capsys, monkeypatch):
-    fake_module(monkeypatch, "fer_func.study.run", run=lambda options: pytest.fail("run() must not be reached"))
+    fake_module(monkeypatch, "fer_func.study.run", run=lambda options, **hooks: pytest.fail("run() must not be reached"))
     assert cli.main(["--experiment", "04", "--device", "cpu", "--set", "optimizer.lr=abc"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --set optimizer.lr=abc: experiment 'regularized_cnn' (04): optimizer.lr = 'abc'")

@@ -12,6 +12,7 @@ import warnings
 import pytest
 import torch
 
+from conftest import TINY_POPULATION_SETUP
 from fer_func.compile import precompiled
 from fer_func.compile import compile_options, compile_program
 from fer_func.compile.precompiled import Precompiled
@@ -19,18 +20,10 @@ from fer_func.compile.precompiled import Precompiled
 # One process trains a tiny population for two steps and evaluates it, then prints what it loaded,
 # how many graphs dynamo traced, and a checksum of every carry tensor.
 CHILD = textwrap.dedent("""
-    import json, torch
+    import json
     from torch._dynamo.utils import counters
     from fer_func import tree
-    from fer_func.config import ModelConfig, OptimizerConfig, VariantConfig
-    from fer_func.data.dataset import FERData
-    from fer_func.population import Population
-    g = torch.Generator().manual_seed(0)
-    split = lambda n: (torch.randint(0, 256, (n, 48, 48), dtype=torch.uint8, generator=g), torch.randint(0, 7, (n,), generator=g))
-    (tx, ty), (vx, vy), (sx, sy) = split(64), split(24), split(24)
-    data = FERData(images={"train": tx, "val": vx, "test": sx}, labels={"train": ty, "val": vy, "test": sy}, source="random")
-    model = ModelConfig("regularized_cnn", {"channels": [2, 3], "convs_per_block": 1, "fc": [4], "dropout_conv": 0.2, "dropout_fc": 0.5})
-    variants = [VariantConfig(model=model, epochs=1, batch_size=16, seed=s, optimizer=OptimizerConfig("adam", lr=1e-3)) for s in range(2)]
+""") + TINY_POPULATION_SETUP + textwrap.dedent("""
     pop = Population(variants, data)
     pop.step(pop.epoch_order(0), pop._js[0]); pop.step(pop.epoch_order(0), pop._js[1])
     acc = pop.evaluate("val")["acc"].tolist()

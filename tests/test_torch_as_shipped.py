@@ -11,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 
+from conftest import TINY_POPULATION_SETUP
+
 CHILD = textwrap.dedent("""
     import json, sys, torch
 
@@ -27,15 +29,7 @@ CHILD = textwrap.dedent("""
         return seen
 
     torch.compile(lambda t: torch.relu(t) * 2, fullgraph=True)(torch.randn(4, 8))
-    from fer_func.config import ModelConfig, OptimizerConfig, VariantConfig
-    from fer_func.data.dataset import FERData
-    from fer_func.population import Population
-    g = torch.Generator().manual_seed(0)
-    split = lambda n: (torch.randint(0, 256, (n, 48, 48), dtype=torch.uint8, generator=g), torch.randint(0, 7, (n,), generator=g))
-    (tx, ty), (vx, vy), (sx, sy) = split(32), split(16), split(16)
-    data = FERData(images={"train": tx, "val": vx, "test": sx}, labels={"train": ty, "val": vy, "test": sy}, source="random")
-    model = ModelConfig("regularized_cnn", {"channels": [2, 3], "convs_per_block": 1, "fc": [4], "dropout_conv": 0.2, "dropout_fc": 0.5})
-    variants = [VariantConfig(model=model, epochs=1, batch_size=16, seed=s, optimizer=OptimizerConfig("adam", lr=1e-3)) for s in range(2)]
+""") + TINY_POPULATION_SETUP + textwrap.dedent("""
     before = snapshot()
     pop = Population(variants, data)
     pop.train_epoch()

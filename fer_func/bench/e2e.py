@@ -60,12 +60,15 @@ def _population_row(wall: float, results: dict, variants: list, n_train: int, pe
         steps = plan.steps_per_epoch * plan.epochs
         # Steady-state step time over every epoch's training time, the first (compiling) step left out
         # (Population.timing["step_s"] is the last epoch's alone).
-        trained_s = sum(r["epoch_s"] for r in entries[0]["epochs"]) - p["compile_s"]
-        step_s = trained_s / (steps - 1) if steps > 1 and trained_s > 0 else math.nan
+        # Eager (--no-compile) records no compile: every step is a training step.
+        compiled = p["compile_s"] is not None
+        timed = steps - 1 if compiled else steps
+        trained_s = sum(r["epoch_s"] for r in entries[0]["epochs"]) - (p["compile_s"] if compiled else 0.0)
+        step_s = trained_s / timed if timed > 0 and trained_s > 0 else math.nan
         step_macs = TRAIN_MACS_PER_FORWARD * plan.model.macs * len(entries) * plan.micro_batch
         if math.isfinite(step_s):
-            macs_done, step_time = macs_done + step_macs * (steps - 1), step_time + trained_s
-        compile_s = p["compile_s"] + (p["eval_compile_s"] or 0.0)
+            macs_done, step_time = macs_done + step_macs * timed, step_time + trained_s
+        compile_s = (p["compile_s"] or 0.0) + (p["eval_compile_s"] or 0.0)
         per_epoch += (p["wall_s"] - compile_s) / plan.epochs
         pops.append({"model": p["model"], "k": len(entries), "micro_batch": plan.micro_batch, "compile_s": compile_s,
                      "step_s": step_s, "step_gmacs": step_macs / step_s / 1e9, "wall_s": p["wall_s"]})

@@ -154,7 +154,8 @@ def run(options: RunOptions, data=None, progress_bar: bool = True) -> Path:
         run_dir = new_run_dir(options.out, f"search-{setup.exp.name}-{setup.method}")
         saved = {k: getattr(options, k) for k in SAVED}
         saved["experiments"], saved["search"] = str(saved["experiments"]), dataclasses.asdict(saved["search"])
-        saved["search"]["study_name"] = setup.study_name
+        if setup.method != "pbt":  # PBT keeps no Optuna study, so it has no name to resume by
+            saved["search"]["study_name"] = setup.study_name
         if saved["search"]["storage"] is None and setup.method != "pbt":
             saved["search"]["storage"] = str(run_dir / "optuna.journal")
         checkpoint.atomic_write(run_dir / "run.json", json.dumps(saved, indent=1).encode())
