@@ -38,6 +38,8 @@ class RunProgress:
     def _skip(self, n: int) -> None:
         """Count ``n`` steps as done (a resumed population's) without a jump in the measured rate."""
         b = self.bar
+        if b.disable:  # a disabled tqdm (a Ray worker's, a test's) keeps no print state to move
+            return
         b.n += n
         b.last_print_n += n
         b.initial += n
