@@ -180,8 +180,9 @@ def test_a_search_on_ray_runs_one_population_per_device_on_one_study_and_one_bud
 
 
 def test_a_search_population_that_finds_the_budget_spent_trains_nothing(tmp_path, capsys):
-    """Locally that is a user's mistake (one line, exit 2); on Ray a population whose worker started
-    after the others asked for every trial, which the merge keeps as a population with no trials."""
+    """Locally a second search on the same storage is a user's mistake (one line naming --study-name, exit 2,
+    no run directory); on Ray a population whose worker started after the others asked for every trial,
+    which the merge keeps as a population with no trials."""
     from types import SimpleNamespace
 
     from fer_func.distributed.ray_search import merge
@@ -193,8 +194,9 @@ def test_a_search_population_that_finds_the_budget_spent_trains_nothing(tmp_path
     assert cli.main([*argv, "--out", str(tmp_path / "first")]) == 0
     capsys.readouterr()
     assert cli.main([*argv, "--out", str(tmp_path / "second")]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [
-        "error: the study already holds 3 trials: nothing left to run (raise --trials or use another --storage)"]
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith("error: --study-name 'fer-func-tiny-tpe-s0': --storage ") and "(3 trials)" in err
+    assert not (tmp_path / "second").exists() or not any((tmp_path / "second").iterdir())
     (run_dir,) = list((tmp_path / "first").iterdir())
     done = json.loads((run_dir / "results.json").read_text())
     placed = {"node": "n", "host": "h", "placed_on": "cpu", "gpu_ids": [], "attempts": 1}

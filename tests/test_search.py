@@ -201,7 +201,7 @@ def test_median_pruner_and_tpe_startup_trials_come_from_the_search_table(tmp_pat
     from fer_func.study.options import RunOptions, SearchOptions
     table = ("[experiments.tiny.search]\npruner = \"median\"\nmedian_startup_trials = 2\nmedian_warmup_epochs = 1\n"
              "n_startup_trials = 4\noptimizer.lr = { loguniform = [1e-4, 1e-1] }\n")
-    options = RunOptions(search=SearchOptions(name="tiny", trials=6, k=2), experiments=experiments_file(tmp_path, table),
+    options = RunOptions(search=SearchOptions(name="tiny", trials=6, k=2), experiments=search_experiments_file(tmp_path, table),
                          profile="full")
     driver = search_run.make_driver(search_run.Setup(options), None, "median")  # None: an in-memory Optuna storage
     pruner, sampler = driver.study.pruner, driver.study.sampler
